@@ -1,0 +1,159 @@
+"""The Activity view: the event log, newest first, with keyset pagination.
+
+Keyset (a cursor naming the last row shown) instead of OFFSET keeps deep pages as fast
+as the first one. `activity` events keep sessions alive but are not listed (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from clickhouse_connect.driver.client import Client
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel
+
+from api.auth import Principal, require_staff
+from api.deps import get_clickhouse
+from api.segments import (
+    BadSegment,
+    ContentFilter,
+    DateRange,
+    UsersFilter,
+    parse_activity,
+    parse_content,
+    parse_dates,
+    parse_users,
+)
+
+router = APIRouter()
+
+
+class ActivityEvent(BaseModel):
+    """One listed event."""
+
+    id: str
+    type: str
+    ts: datetime
+    user_id: int
+    object_type: str | None
+    object_id: int | None
+    thread_id: int | None
+    post_id: int | None
+
+
+class ActivityPage(BaseModel):
+    """A page of the event log; `next_cursor` fetches the following (older) page."""
+
+    events: list[ActivityEvent]
+    per_page: int
+    next_cursor: str | None
+
+
+def _encode_cursor(ts: datetime, event_id: str) -> str:
+    raw = f"{int(ts.timestamp() * 1000)}:{event_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ms, event_id = raw.split(":", 1)
+        return int(ms), event_id
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(400, detail="invalid cursor; use next_cursor from a page") from None
+
+
+def _where(
+    types: tuple[str, ...], content: ContentFilter, users: UsersFilter, dates: DateRange
+) -> tuple[list[str], dict[str, Any]]:
+    clauses = ["type IN {types:Array(String)}"]
+    params: dict[str, Any] = {"types": list(types)}
+    if content.kind == "thread":
+        clauses.append("thread_id = {content_id:UInt64}")
+        params["content_id"] = content.id
+    elif content.kind == "post":
+        clauses.append("post_id = {content_id:UInt64}")
+        params["content_id"] = content.id
+    if users.kind == "user":
+        clauses.append("user_id = {user_id:UInt64}")
+        params["user_id"] = users.id
+    if dates.first is not None and dates.last is not None:
+        clauses.append("ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')}")
+        params["start"] = datetime.combine(dates.first, datetime.min.time(), UTC)
+        params["end"] = datetime.combine(dates.last + timedelta(days=1), datetime.min.time(), UTC)
+    return clauses, params
+
+
+def query_events(
+    client: Client,
+    *,
+    types: tuple[str, ...],
+    content: ContentFilter,
+    users: UsersFilter,
+    dates: DateRange,
+    per_page: int,
+    cursor: str | None,
+) -> ActivityPage:
+    """One page of matching events, newest first, each event once."""
+    clauses, params = _where(types, content, users, dates)
+    if cursor:
+        ms, event_id = _decode_cursor(cursor)
+        clauses.append("(toUnixTimestamp64Milli(ts), id) < ({c_ms:Int64}, {c_id:String})")
+        params.update(c_ms=ms, c_id=event_id)
+    params["limit"] = per_page + 1
+    sql = (
+        "SELECT id, type, ts, user_id, object_type, object_id, thread_id, post_id "
+        f"FROM events FINAL WHERE {' AND '.join(clauses)} "
+        "ORDER BY ts DESC, id DESC LIMIT {limit:UInt32}"
+    )
+    rows = client.query(sql, parameters=params).result_rows
+    events = [
+        ActivityEvent(
+            id=r[0],
+            type=r[1],
+            ts=r[2],
+            user_id=r[3],
+            object_type=r[4] or None,
+            object_id=r[5],
+            thread_id=r[6],
+            post_id=r[7],
+        )
+        for r in rows[:per_page]
+    ]
+    next_cursor = _encode_cursor(events[-1].ts, events[-1].id) if len(rows) > per_page else None
+    return ActivityPage(events=events, per_page=per_page, next_cursor=next_cursor)
+
+
+@router.get(
+    "/analytics/activity/{activity}/{content}/{users}/{dates}/",
+    response_model=ActivityPage,
+    summary="The event log, newest first",
+)
+def activity_view(
+    request: Request,
+    activity: str,
+    content: str,
+    users: str,
+    dates: str,
+    _: Annotated[Principal, Depends(require_staff)],
+    per_page: Annotated[int, Query(ge=1, le=500)] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> ActivityPage:
+    try:
+        types = parse_activity(activity)
+        content_filter = parse_content(content)
+        users_filter = parse_users(users)
+        date_range = parse_dates(dates)
+    except BadSegment as exc:
+        raise HTTPException(404, detail=str(exc)) from None
+    return query_events(
+        get_clickhouse(request),
+        types=types,
+        content=content_filter,
+        users=users_filter,
+        dates=date_range,
+        per_page=per_page,
+        cursor=cursor,
+    )

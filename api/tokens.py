@@ -1,0 +1,113 @@
+"""API tokens with a role, stored hashed in ClickHouse (`api_tokens`).
+
+A token reads `fa_<token_id>_<secret>`. Only its SHA-256 is stored, so a database dump
+does not leak working tokens; the token is shown once, by `forum-analytics tokens create`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from clickhouse_connect.driver.client import Client
+
+TOKEN_PREFIX = "fa_"
+
+
+class Role(StrEnum):
+    """Roles allowed to read reports (DESIGN.md: administrators and moderators only)."""
+
+    ADMIN = "admin"
+    MODERATOR = "moderator"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A stored token, without its secret."""
+
+    token_id: str
+    name: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _version() -> int:
+    return time.time_ns()
+
+
+def create_token(client: Client, *, name: str, role: Role) -> str:
+    """Store a new token and return it; it cannot be recovered later."""
+    token_id = secrets.token_hex(6)
+    token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+    client.command(
+        "INSERT INTO api_tokens (token_id, name, role, token_sha256, created_at, version) "
+        "VALUES ({i:String}, {n:String}, {r:String}, {h:String}, now64(3), {v:UInt64})",
+        parameters={"i": token_id, "n": name, "r": role.value, "h": _hash(token), "v": _version()},
+    )
+    return token
+
+
+def list_tokens(client: Client) -> list[TokenInfo]:
+    """Every token, newest first, revoked ones included."""
+    rows = client.query(
+        "SELECT token_id, name, role, created_at, revoked_at FROM api_tokens FINAL "
+        "ORDER BY created_at DESC"
+    ).result_rows
+    return [TokenInfo(*row) for row in rows]
+
+
+def revoke_token(client: Client, token_id: str) -> bool:
+    """Mark a token revoked; False when no active token has that id."""
+    rows = client.query(
+        "SELECT name, role, token_sha256, created_at FROM api_tokens FINAL "
+        "WHERE token_id = {i:String} AND revoked_at IS NULL",
+        parameters={"i": token_id},
+    ).result_rows
+    if not rows:
+        return False
+    name, role, digest, created_at = rows[0]
+    client.insert(
+        "api_tokens",
+        [[token_id, name, role, digest, created_at, datetime.now(created_at.tzinfo), _version()]],
+        column_names=[
+            "token_id",
+            "name",
+            "role",
+            "token_sha256",
+            "created_at",
+            "revoked_at",
+            "version",
+        ],
+    )
+    return True
+
+
+def verify_token(client: Client, token: str) -> Role | None:
+    """The role of a valid, unrevoked token, or None."""
+    if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
+        return None
+    token_id = token[len(TOKEN_PREFIX) :].split("_", 1)[0]
+    rows = client.query(
+        "SELECT role, token_sha256 FROM api_tokens FINAL "
+        "WHERE token_id = {i:String} AND revoked_at IS NULL",
+        parameters={"i": token_id},
+    ).result_rows
+    if not rows:
+        return None
+    role, digest = rows[0]
+    if not hmac.compare_digest(str(digest), _hash(token)):
+        return None
+    try:
+        return Role(role)
+    except ValueError:
+        return None

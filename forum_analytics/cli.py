@@ -1,0 +1,185 @@
+"""The `forum-analytics` command.
+
+Sub-commands import their stage lazily, so `--help` is instant and a bad setting is
+reported (by name, without a stack trace) before anything starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from forum_analytics.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(
+    name="forum-analytics",
+    help="Streaming analytics for Q&A forums.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+clickhouse_app = typer.Typer(help="The embedded ClickHouse server (chDB behind HTTP).")
+tokens_app = typer.Typer(help="API tokens for the report API.")
+app.add_typer(clickhouse_app, name="clickhouse")
+app.add_typer(tokens_app, name="tokens")
+
+Silent = Annotated[bool, typer.Option("--silent", help="Print nothing but errors.")]
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@app.command()
+def dev(
+    data_dir: Annotated[Path, typer.Option(help="Where the dev stack keeps its data.")] = Path(
+        ".dev-data"
+    ),
+    kafka_port: Annotated[int, typer.Option(help="Broker port; 0 picks a free one.")] = 9092,
+    clickhouse_port: Annotated[int, typer.Option(help="ClickHouse port; 0: free.")] = 8123,
+    api_port: Annotated[int | None, typer.Option(help="API port; 0: free.")] = None,
+) -> None:
+    """Run the whole stack on this machine: broker, ClickHouse, migrations, worker, API."""
+    from forum_analytics.dev import DevStack
+
+    settings = _settings()
+    _logging()
+    stack = DevStack(
+        settings,
+        data_dir=data_dir,
+        kafka_port=kafka_port,
+        clickhouse_port=clickhouse_port,
+        api_port=settings.api_port if api_port is None else api_port,
+    )
+    raise typer.Exit(stack.run())
+
+
+@app.command()
+def worker() -> None:
+    """Consume `forum-events` and write to ClickHouse (runs until SIGTERM)."""
+    from streams.worker import run_worker
+
+    settings = _settings()
+    _logging()
+    raise typer.Exit(run_worker(settings))
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Default: ANALYTICS_API_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: ANALYTICS_API_PORT.")] = None,
+) -> None:
+    """Serve the report API and pages."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    _logging()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=settings.api_port if port is None else port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def migrate(silent: Silent = False) -> None:
+    """Create the database and apply pending migrations (safe to re-run)."""
+    from clickhouse.migrate import MigrationError
+    from clickhouse.migrate import migrate as run_migrations
+
+    settings = _settings()
+    say = (lambda _msg: None) if silent else typer.echo
+    try:
+        applied = run_migrations(
+            settings.clickhouse_url, settings.clickhouse_database, progress=say
+        )
+    except MigrationError as exc:
+        typer.echo(f"migrate: {exc}", err=True)
+        raise typer.Exit(1) from None
+    say(f"{len(applied)} migration(s) applied; schema is up to date.")
+
+
+@clickhouse_app.command("serve")
+def clickhouse_serve(
+    path: Annotated[Path, typer.Option(help="chDB data directory (created if missing).")],
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8123,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve an embedded ClickHouse (chDB) over ClickHouse's HTTP interface."""
+    from clickhouse.server import serve, users_from_settings
+
+    settings = _settings()
+    _logging()
+    serve(path, port, host=host, users=users_from_settings(settings))
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option(help="admin or moderator.")],
+    name: Annotated[str, typer.Option(help="Who or what the token is for.")],
+) -> None:
+    """Create an API token; it is printed once, alone on the last line."""
+    from api.tokens import Role, create_token
+    from clickhouse.client import connect
+
+    try:
+        parsed = Role(role)
+    except ValueError:
+        typer.echo(f"--role must be admin or moderator, not {role!r}", err=True)
+        raise typer.Exit(2) from None
+    client = connect(_settings().clickhouse_url)
+    token = create_token(client, name=name, role=parsed)
+    typer.echo(f"Created {parsed.value} token {name!r}. Keep it now; it is not shown again:")
+    typer.echo(token)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """List tokens (ids, names, roles; never the secrets)."""
+    from api.tokens import list_tokens
+    from clickhouse.client import connect
+
+    for info in list_tokens(connect(_settings().clickhouse_url)):
+        state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
+        typer.echo(
+            f"{info.token_id}  {info.role:<9}  {info.created_at:%Y-%m-%d}  {state}  {info.name}"
+        )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The id shown by `list`.")]) -> None:
+    """Revoke a token at once."""
+    from api.tokens import revoke_token
+    from clickhouse.client import connect
+
+    if not revoke_token(connect(_settings().clickhouse_url), token_id):
+        typer.echo(f"no active token with id {token_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {token_id}")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

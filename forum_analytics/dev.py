@@ -1,0 +1,174 @@
+"""`forum-analytics dev`: the whole stack on one machine, stopped cleanly as one.
+
+Start order: broker → ClickHouse → migrations → admin token → worker → API. Stop order is
+the reverse, on Ctrl-C, SIGTERM, or when any part dies, within `STOP_BUDGET_SECONDS`.
+Every child runs in its own session and dies with this process, so nothing is orphaned.
+
+The dev broker (Tansu, memory storage) loses every topic and offset when it stops. The
+worker re-reads nothing after a restart of `dev`; ClickHouse keeps its data under
+`--data-dir`, so reports still show what was ingested before.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+import httpx
+
+from api.tokens import Role, create_token
+from clickhouse.client import connect
+from clickhouse.migrate import migrate
+from clickhouse.process import EmbeddedClickHouse
+from forum_analytics.processes import spawn, stop
+from forum_analytics.settings import Settings
+from streams.broker import EmbeddedBroker
+from streams.ports import free_port
+
+STOP_BUDGET_SECONDS = 15.0
+ACTIVITY_PATH = "/analytics/activity/all-activity/all-content/all-users/all-time/"
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT to unwind into the orderly shutdown."""
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+class DevStack:
+    """Runs and supervises the dev stack's processes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        data_dir: Path,
+        kafka_port: int,
+        clickhouse_port: int,
+        api_port: int,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = data_dir.resolve()
+        self.kafka_port = kafka_port or free_port()
+        self.clickhouse_port = clickhouse_port or free_port()
+        self.api_port = api_port or free_port()
+        self.logs = self.data_dir / "logs"
+        self.broker: EmbeddedBroker | None = None
+        self.clickhouse: EmbeddedClickHouse | None = None
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def run(self) -> int:
+        """Start everything, wait for Ctrl-C/SIGTERM or a dead part, stop everything."""
+        previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        code = 0
+        try:
+            self._start()
+            code = self._supervise()
+        except _Stop as why:
+            print(f"\nstopping ({why})...", flush=True)
+        except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, not traced
+            print(f"forum-analytics dev: could not start: {exc}", file=sys.stderr, flush=True)
+            code = 1
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)  # finish the shutdown uninterrupted
+            self._stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return code
+
+    def _env(self) -> dict[str, str]:
+        assert self.broker is not None and self.clickhouse is not None
+        env = dict(os.environ)
+        env.update(
+            ANALYTICS_KAFKA_BOOTSTRAP=self.broker.bootstrap,
+            ANALYTICS_KAFKA_BROKER_FLAVOR="tansu",
+            ANALYTICS_KAFKA_SESSION_TIMEOUT_SECONDS="6",
+            ANALYTICS_CLICKHOUSE_URL=self.clickhouse_url,
+            ANALYTICS_API_PORT=str(self.api_port),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    @property
+    def clickhouse_url(self) -> str:
+        parts = urlsplit(self.settings.clickhouse_url)
+        credentials = f"{parts.username or 'default'}:{parts.password or ''}"
+        database = self.settings.clickhouse_database
+        return f"http://{credentials}@127.0.0.1:{self.clickhouse_port}/{database}"
+
+    def _start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        print(f"forum-analytics dev: data in {self.data_dir}, logs in {self.logs}", flush=True)
+        self.broker = EmbeddedBroker(port=self.kafka_port, log_path=self.logs / "broker.log")
+        self.broker.start()
+        print(f"  Kafka (Tansu)   {self.broker.bootstrap}", flush=True)
+        self.clickhouse = EmbeddedClickHouse(
+            self.data_dir / "clickhouse",
+            port=self.clickhouse_port,
+            log_path=self.logs / "clickhouse.log",
+        )
+        self.clickhouse.start()
+        migrate(self.clickhouse_url, self.settings.clickhouse_database)
+        token = create_token(connect(self.clickhouse_url), name="dev admin", role=Role.ADMIN)
+        print(f"  ClickHouse      http://127.0.0.1:{self.clickhouse_port}/", flush=True)
+        cmd = [sys.executable, "-m", "forum_analytics"]
+        self.children.append(
+            ("worker", spawn([*cmd, "worker"], env=self._env(), log_path=self.logs / "worker.log"))
+        )
+        self.children.append(
+            ("api", spawn([*cmd, "api"], env=self._env(), log_path=self.logs / "api.log"))
+        )
+        base = f"http://127.0.0.1:{self.api_port}"
+        self._wait_http(f"{base}/healthz", "api")
+        print(f"  API             {base}/analytics/", flush=True)
+        print(f"  Activity (JSON) {base}{ACTIVITY_PATH}")
+        print(f"  API docs        {base}/docs")
+        print("Stack is up; Ctrl-C stops it. Admin token (send as Authorization: Bearer):")
+        print(token, flush=True)
+
+    def _wait_http(self, url: str, name: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_children()
+            try:
+                if httpx.get(url, timeout=1.0).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not answer at {url} within {timeout:.0f}s; see {self.logs}")
+
+    def _check_children(self) -> None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with code {proc.returncode}; see {self.logs / (name + '.log')}"
+                )
+
+    def _supervise(self) -> int:
+        while True:
+            try:
+                self._check_children()
+            except RuntimeError as exc:
+                print(f"forum-analytics dev: {exc}", file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.5)
+
+    def _stop_all(self) -> None:
+        deadline = time.monotonic() + STOP_BUDGET_SECONDS - 1.0
+        for _name, proc in reversed(self.children):
+            stop(proc, timeout=max(0.5, deadline - time.monotonic() - 3.0))
+        if self.clickhouse is not None:
+            self.clickhouse.stop(timeout=max(0.5, deadline - time.monotonic() - 1.0))
+        if self.broker is not None:
+            self.broker.stop(timeout=max(0.5, deadline - time.monotonic()))
+        print("stopped.", flush=True)

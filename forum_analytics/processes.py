@@ -1,0 +1,68 @@
+"""Child processes that cannot outlive their parent, and their orderly shutdown."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends it SIGTERM when the parent dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except OSError:  # not Linux: best effort
+        pass
+
+
+def spawn(
+    args: Sequence[str], *, env: dict[str, str] | None = None, log_path: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `args` in its own session (the terminal's Ctrl-C reaches only the parent,
+    which stops children in order), tied to the parent's life, output to `log_path`."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            list(args),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet at spawn time
+        )
+    finally:
+        if log_path:
+            out.close()  # type: ignore[union-attr]
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """SIGTERM, wait up to `timeout`, then SIGKILL; return the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL) if _is_group_leader(proc) else proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _is_group_leader(proc: subprocess.Popen[bytes]) -> bool:
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        return False
+
+
+def wait_any(procs: Sequence[subprocess.Popen[bytes]], poll: float = 0.2) -> None:
+    """Block until one of `procs` exits (the caller then stops the rest)."""
+    while all(p.poll() is None for p in procs):
+        time.sleep(poll)

@@ -1,0 +1,220 @@
+"""The Faust worker: `forum-events` → validate → dead-letter bad input → ClickHouse.
+
+Ordering that makes the pipeline lose nothing:
+1. a batch of Kafka messages is taken without acknowledging them (`noack_take`);
+2. bad messages are sent to `forum-events-dlq` and their delivery awaited;
+3. good events are inserted and ClickHouse's acknowledgement awaited;
+4. only then are the messages acknowledged, so Faust can commit their offsets.
+A crash anywhere before step 4 redelivers the batch; retries are deduplicated (sink.py).
+
+An unexpected error in the agent is logged and stops the worker with exit code 1 and a
+watchdog, because a Faust worker whose agent crashed can hang in its shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from forum_analytics.settings import BrokerFlavor, Settings
+from streams.events import decode_message
+from streams.sink import EventSink, SinkFailed, SinkStopped, SourcedEvent
+from streams.topics import TopicSpec, ensure_topics
+
+log = logging.getLogger("forum_analytics.worker")
+
+#: Seconds a stopping worker may take before the watchdog ends the process.
+SHUTDOWN_GRACE_SECONDS = 12.0
+
+
+@dataclass
+class WorkerStats:
+    """Counters the worker logs and later exports as metrics."""
+
+    messages: int = 0
+    events: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """Faust configuration; Tansu needs a short session and one record per batch (risks.md)."""
+    conf: dict[str, Any] = {
+        "broker": f"kafka://{settings.kafka_bootstrap.replace(',', ';kafka://')}",
+        "store": "memory://",
+        "topic_partitions": settings.topic_partitions,
+        "broker_session_timeout": settings.kafka_session_timeout_seconds,
+        "broker_heartbeat_interval": max(0.5, settings.kafka_session_timeout_seconds / 6),
+        "broker_commit_interval": 1.0,
+        "web_enabled": False,
+        "processing_guarantee": "at_least_once",
+        "consumer_auto_offset_reset": "earliest",
+    }
+    if settings.kafka_broker_flavor is BrokerFlavor.TANSU:
+        # Tansu's ListOffsets(latest) is wrong for multi-record batches (risks.md §4.2).
+        conf["producer_max_batch_size"] = 1
+    return conf
+
+
+class IngestWorker:
+    """Builds the Faust app and its agent, and runs it as this process's worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = WorkerStats()
+        self.exit_code = 0
+        self.sink = EventSink(settings.clickhouse_url)
+        self.app = faust.App(settings.app_id, **faust_settings(settings))
+        self.events_topic = self.app.topic(
+            settings.topic_events,
+            partitions=settings.topic_partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.dlq_topic = self.app.topic(
+            settings.topic_events_dlq, key_serializer="raw", value_serializer="raw"
+        )
+        self.app.agent(self.events_topic, name="ingest-events")(self._agent)
+
+    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+        settings = self.settings
+        try:
+            batches = stream.noack().noack_take(
+                settings.batch_max_events, within=settings.batch_max_seconds
+            )
+            async for batch in batches:
+                await self.process(batch)
+                for event in batch:
+                    await stream.ack(event)
+        except (asyncio.CancelledError, SinkStopped):
+            raise
+        except SinkFailed as exc:
+            log.error("stopping: %s", exc)
+            self.request_exit(1)
+        except Exception:
+            log.exception("the ingest agent crashed; stopping the worker")
+            self.request_exit(1)
+
+    async def process(self, batch: Sequence[EventT]) -> None:
+        """Validate, dead-letter and write one batch; returns when all of it is durable."""
+        good: list[SourcedEvent] = []
+        dead: list[tuple[EventT, bytes, str]] = []
+        received_at_ms = int(time.time() * 1000)
+        for event in batch:
+            message = event.message
+            result = decode_message(
+                message.value,
+                partition=message.partition,
+                num_partitions=self.settings.topic_partitions,
+                received_at_ms=received_at_ms,
+            )
+            for index, ev in enumerate(result.events):
+                good.append(
+                    SourcedEvent(
+                        ev, message.topic, message.partition, message.offset, index, received_at_ms
+                    )
+                )
+            dead.extend((event, raw, reason) for raw, reason in result.errors)
+        await self._dead_letter(dead)
+        if good:
+            await self.sink.write(good)
+        self.stats.messages += len(batch)
+        self.stats.events += len(good)
+        self.stats.batches += 1
+
+    async def _dead_letter(self, dead: list[tuple[EventT, bytes, str]]) -> None:
+        futures = []
+        for event, raw, reason in dead:
+            message = event.message
+            headers = {
+                "reason": reason.encode(),
+                "source_topic": message.topic.encode(),
+                "source_partition": str(message.partition).encode(),
+                "source_offset": str(message.offset).encode(),
+            }
+            fut = await self.dlq_topic.send(key=message.key, value=raw, headers=headers)
+            futures.append(fut)
+            kind = reason.split(":", 1)[0]
+            self.stats.dlq_reasons[kind] = self.stats.dlq_reasons.get(kind, 0) + 1
+        if futures:
+            await asyncio.gather(*futures)  # delivered before the batch is acknowledged
+            self.stats.dead_lettered += len(futures)
+            log.warning("dead-lettered %d message(s)", len(futures))
+
+    def request_exit(self, code: int) -> None:
+        """Stop the worker with `code`, the same way SIGTERM does (watchdog included)."""
+        self.exit_code = max(self.exit_code, code)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def run(self) -> int:
+        """Create missing topics, then run the Faust worker until stopped; return the exit code."""
+        asyncio.run(self._ensure_topics())
+        worker = _GuardedWorker(self, self.app, loglevel="INFO", quiet=True)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            self.exit_code = max(self.exit_code, code)
+        finally:
+            self.sink.close()
+        log.info(
+            "worker stopped: %d messages, %d events written, %d dead-lettered",
+            self.stats.messages,
+            self.stats.events,
+            self.stats.dead_lettered,
+        )
+        return self.exit_code
+
+    async def _ensure_topics(self) -> None:
+        s = self.settings
+        await ensure_topics(
+            s.kafka_bootstrap,
+            [
+                TopicSpec(s.topic_events, s.topic_partitions),
+                TopicSpec(s.topic_events_dlq, s.topic_partitions),
+                TopicSpec(s.topic_users, s.topic_partitions, compacted=True),
+                TopicSpec(s.topic_groups, 1, compacted=True),
+            ],
+        )
+
+
+def start_watchdog(code: int, seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
+    """End the process with `code` if it is still alive `seconds` from now."""
+
+    def _expire() -> None:
+        time.sleep(seconds)
+        sys.stderr.write(f"worker did not stop within {seconds:.0f}s; exiting\n")
+        sys.stderr.flush()
+        os._exit(code or 1)
+
+    threading.Thread(target=_expire, name="shutdown-watchdog", daemon=True).start()
+
+
+class _GuardedWorker(faust.Worker):  # type: ignore[misc]
+    """A Faust worker whose shutdown cannot hang: a signal also arms the watchdog."""
+
+    def __init__(self, owner: IngestWorker, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owner = owner
+
+    def _schedule_shutdown(self, signum: signal.Signals) -> None:
+        self._owner.sink.stop()  # a write retrying against a dead ClickHouse gives up
+        start_watchdog(self._owner.exit_code)
+        super()._schedule_shutdown(signum)
+
+
+def run_worker(settings: Settings) -> int:
+    """Entry point of `forum-analytics worker`."""
+    return IngestWorker(settings).run()
