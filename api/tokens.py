@@ -11,12 +11,13 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from clickhouse_connect.driver.client import Client
 
 TOKEN_PREFIX = "fa_"
+_COLUMNS = ("token_id", "name", "role", "token_sha256", "created_at", "revoked_at", "version")
 
 
 class Role(StrEnum):
@@ -49,12 +50,12 @@ def create_token(client: Client, *, name: str, role: Role) -> str:
     """Store a new token and return it; it cannot be recovered later."""
     token_id = secrets.token_hex(6)
     token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-    client.command(
-        "INSERT INTO api_tokens (token_id, name, role, token_sha256, created_at, version) "
-        "VALUES ({i:String}, {n:String}, {r:String}, {h:String}, now64(3), {v:UInt64})",
-        parameters={"i": token_id, "n": name, "r": role.value, "h": _hash(token), "v": _version()},
-    )
+    _write(client, [token_id, name, role.value, _hash(token), datetime.now(UTC), None, _version()])
     return token
+
+
+def _write(client: Client, row: list[object]) -> None:
+    client.insert("api_tokens", [row], column_names=list(_COLUMNS))
 
 
 def list_tokens(client: Client) -> list[TokenInfo]:
@@ -76,19 +77,7 @@ def revoke_token(client: Client, token_id: str) -> bool:
     if not rows:
         return False
     name, role, digest, created_at = rows[0]
-    client.insert(
-        "api_tokens",
-        [[token_id, name, role, digest, created_at, datetime.now(created_at.tzinfo), _version()]],
-        column_names=[
-            "token_id",
-            "name",
-            "role",
-            "token_sha256",
-            "created_at",
-            "revoked_at",
-            "version",
-        ],
-    )
+    _write(client, [token_id, name, role, digest, created_at, datetime.now(UTC), _version()])
     return True
 
 

@@ -13,6 +13,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -121,10 +122,10 @@ def migrate(
                 progress(f"applying {migration.name}")
             for statement in migration.statements():
                 client.command(statement)
-            client.command(
-                f"INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum, applied_at) "
-                "VALUES ({v:String}, {n:String}, {c:String}, now64(3))",
-                parameters={"v": migration.version, "n": migration.name, "c": migration.checksum},
+            client.insert(
+                MIGRATIONS_TABLE,
+                [[migration.version, migration.name, migration.checksum, datetime.now(UTC)]],
+                column_names=["version", "name", "checksum", "applied_at"],
             )
             applied.append(migration.name)
         return applied

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -38,10 +40,24 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+@contextmanager
+def _clickhouse_errors(command: str) -> Iterator[None]:
+    """Report ClickHouse being unreachable or refusing, in one line, with exit code 1."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    try:
+        yield
+    except ClickHouseError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        typer.echo(f"{command}: ClickHouse error: {first_line}", err=True)
+        raise typer.Exit(1) from None
+
+
 def _logging(level: int = logging.INFO) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
 
 
 @app.command()
@@ -106,14 +122,19 @@ def migrate(silent: Silent = False) -> None:
     from clickhouse.migrate import migrate as run_migrations
 
     settings = _settings()
-    say = (lambda _msg: None) if silent else typer.echo
-    try:
-        applied = run_migrations(
-            settings.clickhouse_url, settings.clickhouse_database, progress=say
-        )
-    except MigrationError as exc:
-        typer.echo(f"migrate: {exc}", err=True)
-        raise typer.Exit(1) from None
+
+    def say(message: str) -> None:
+        if not silent:
+            typer.echo(message)
+
+    with _clickhouse_errors("migrate"):
+        try:
+            applied = run_migrations(
+                settings.clickhouse_url, settings.clickhouse_database, progress=say
+            )
+        except MigrationError as exc:
+            typer.echo(f"migrate: {exc}", err=True)
+            raise typer.Exit(1) from None
     say(f"{len(applied)} migration(s) applied; schema is up to date.")
 
 
@@ -123,12 +144,25 @@ def clickhouse_serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8123,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
 ) -> None:
-    """Serve an embedded ClickHouse (chDB) over ClickHouse's HTTP interface."""
-    from clickhouse.server import serve, users_from_settings
+    """Serve an embedded ClickHouse (chDB) over ClickHouse's HTTP interface.
+
+    Users: `default`, with the password of ANALYTICS_CLICKHOUSE_URL, and the read-only
+    analyst, ANALYTICS_CLICKHOUSE_ANALYST_USER / _PASSWORD.
+    """
+    from clickhouse.server import ServerStartError, serve, users_from_options
 
     settings = _settings()
     _logging()
-    serve(path, port, host=host, users=users_from_settings(settings))
+    users = users_from_options(
+        settings.clickhouse_password,
+        settings.clickhouse_analyst_user,
+        settings.clickhouse_analyst_password,
+    )
+    try:
+        serve(path, port, host, users)
+    except ServerStartError as exc:
+        typer.echo(f"clickhouse serve: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
 
 
 @tokens_app.command("create")
@@ -145,8 +179,8 @@ def tokens_create(
     except ValueError:
         typer.echo(f"--role must be admin or moderator, not {role!r}", err=True)
         raise typer.Exit(2) from None
-    client = connect(_settings().clickhouse_url)
-    token = create_token(client, name=name, role=parsed)
+    with _clickhouse_errors("tokens create"):
+        token = create_token(connect(_settings().clickhouse_url), name=name, role=parsed)
     typer.echo(f"Created {parsed.value} token {name!r}. Keep it now; it is not shown again:")
     typer.echo(token)
 
@@ -157,7 +191,9 @@ def tokens_list() -> None:
     from api.tokens import list_tokens
     from clickhouse.client import connect
 
-    for info in list_tokens(connect(_settings().clickhouse_url)):
+    with _clickhouse_errors("tokens list"):
+        tokens = list_tokens(connect(_settings().clickhouse_url))
+    for info in tokens:
         state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
         typer.echo(
             f"{info.token_id}  {info.role:<9}  {info.created_at:%Y-%m-%d}  {state}  {info.name}"
@@ -170,7 +206,9 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The id shown by 
     from api.tokens import revoke_token
     from clickhouse.client import connect
 
-    if not revoke_token(connect(_settings().clickhouse_url), token_id):
+    with _clickhouse_errors("tokens revoke"):
+        revoked = revoke_token(connect(_settings().clickhouse_url), token_id)
+    if not revoked:
         typer.echo(f"no active token with id {token_id!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {token_id}")

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit
+from urllib.parse import quote
 
 import httpx
 
@@ -100,10 +100,12 @@ class DevStack:
 
     @property
     def clickhouse_url(self) -> str:
-        parts = urlsplit(self.settings.clickhouse_url)
-        credentials = f"{parts.username or 'default'}:{parts.password or ''}"
-        database = self.settings.clickhouse_database
-        return f"http://{credentials}@127.0.0.1:{self.clickhouse_port}/{database}"
+        credentials = f"default:{quote(self.settings.clickhouse_password, safe='')}"
+        return f"http://{credentials}@127.0.0.1:{self.clickhouse_port}/{self.database}"
+
+    @property
+    def database(self) -> str:
+        return self.settings.clickhouse_database
 
     def _start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -114,12 +116,17 @@ class DevStack:
         self.clickhouse = EmbeddedClickHouse(
             self.data_dir / "clickhouse",
             port=self.clickhouse_port,
+            default_password=self.settings.clickhouse_password,
+            analyst_user=self.settings.clickhouse_analyst_user,
+            analyst_password=self.settings.clickhouse_analyst_password,
             log_path=self.logs / "clickhouse.log",
         )
         self.clickhouse.start()
-        migrate(self.clickhouse_url, self.settings.clickhouse_database)
+        migrate(self.clickhouse_url, self.database)
         token = create_token(connect(self.clickhouse_url), name="dev admin", role=Role.ADMIN)
         print(f"  ClickHouse      http://127.0.0.1:{self.clickhouse_port}/", flush=True)
+        analyst = self.settings.clickhouse_analyst_user
+        print(f"  (analysts: user {analyst!r}, read-only, database {self.database!r})", flush=True)
         cmd = [sys.executable, "-m", "forum_analytics"]
         self.children.append(
             ("worker", spawn([*cmd, "worker"], env=self._env(), log_path=self.logs / "worker.log"))

@@ -13,7 +13,7 @@ import zoneinfo
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -109,6 +109,11 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError("must be host:port[,host:port...]")
         return value
+
+    @property
+    def clickhouse_password(self) -> str:
+        """The password in `clickhouse_url` (empty when none)."""
+        return unquote(urlsplit(self.clickhouse_url).password or "")
 
     @property
     def clickhouse_database(self) -> str:

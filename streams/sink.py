@@ -15,14 +15,13 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from clickhouse.client import WRITER_SETTINGS, connect
-from streams.events import Event
+from streams.events import Event, ms_to_datetime
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +64,13 @@ class SourcedEvent:
     received_at_ms: int
 
 
-def _ms_to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 def to_row(item: SourcedEvent) -> list[Any]:
     """The `events` row for one event, in `EVENT_COLUMNS` order."""
     ev = item.event
     return [
         ev.id,
         ev.type,
-        _ms_to_datetime(ev.ts_ms),
+        ms_to_datetime(ev.ts_ms),
         ev.user_id,
         ev.ip or "",
         ev.user_agent or "",
@@ -83,7 +78,7 @@ def to_row(item: SourcedEvent) -> list[Any]:
         ev.object_id,
         ev.thread_id,
         ev.post_id,
-        _ms_to_datetime(item.received_at_ms),
+        ms_to_datetime(item.received_at_ms),
         item.topic,
         item.partition,
         item.offset,

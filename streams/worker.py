@@ -30,7 +30,7 @@ from faust.types import EventT
 from forum_analytics.settings import BrokerFlavor, Settings
 from streams.events import decode_message
 from streams.sink import EventSink, SinkFailed, SinkStopped, SourcedEvent
-from streams.topics import TopicSpec, ensure_topics
+from streams.topics import default_topic_specs, ensure_topics
 
 log = logging.getLogger("forum_analytics.worker")
 
@@ -88,10 +88,12 @@ class IngestWorker:
         )
         self.app.agent(self.events_topic, name="ingest-events")(self._agent)
 
-    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+    async def _agent(self, stream: Any) -> None:
+        # `stream` is a faust.Stream; Any because faust annotates `noack_take` as yielding
+        # values while it yields events, which is what we need to acknowledge them.
         settings = self.settings
         try:
-            batches = stream.noack().noack_take(
+            batches = stream.noack_take(  # yields events; we ack them
                 settings.batch_max_events, within=settings.batch_max_seconds
             )
             async for batch in batches:
@@ -107,13 +109,15 @@ class IngestWorker:
             log.exception("the ingest agent crashed; stopping the worker")
             self.request_exit(1)
 
-    async def process(self, batch: Sequence[EventT]) -> None:
+    async def process(self, batch: Sequence[EventT[bytes]]) -> None:
         """Validate, dead-letter and write one batch; returns when all of it is durable."""
         good: list[SourcedEvent] = []
-        dead: list[tuple[EventT, bytes, str]] = []
-        received_at_ms = int(time.time() * 1000)
+        dead: list[tuple[EventT[bytes], bytes, str]] = []
+        now_ms = int(time.time() * 1000)
         for event in batch:
             message = event.message
+            # The record's broker/producer time, so a redelivery is judged the same way.
+            received_at_ms = int(message.timestamp * 1000) if message.timestamp else now_ms
             result = decode_message(
                 message.value,
                 partition=message.partition,
@@ -126,7 +130,7 @@ class IngestWorker:
                         ev, message.topic, message.partition, message.offset, index, received_at_ms
                     )
                 )
-            dead.extend((event, raw, reason) for raw, reason in result.errors)
+            dead.extend((event, err.payload, err.reason) for err in result.errors)
         await self._dead_letter(dead)
         if good:
             await self.sink.write(good)
@@ -134,7 +138,7 @@ class IngestWorker:
         self.stats.events += len(good)
         self.stats.batches += 1
 
-    async def _dead_letter(self, dead: list[tuple[EventT, bytes, str]]) -> None:
+    async def _dead_letter(self, dead: list[tuple[EventT[bytes], bytes, str]]) -> None:
         futures = []
         for event, raw, reason in dead:
             message = event.message
@@ -179,15 +183,15 @@ class IngestWorker:
 
     async def _ensure_topics(self) -> None:
         s = self.settings
-        await ensure_topics(
-            s.kafka_bootstrap,
-            [
-                TopicSpec(s.topic_events, s.topic_partitions),
-                TopicSpec(s.topic_events_dlq, s.topic_partitions),
-                TopicSpec(s.topic_users, s.topic_partitions, compacted=True),
-                TopicSpec(s.topic_groups, 1, compacted=True),
-            ],
+        specs = default_topic_specs(
+            s.topic_partitions,
+            events_topic=s.topic_events,
+            dlq_topic=s.topic_events_dlq,
+            users_topic=s.topic_users,
+            groups_topic=s.topic_groups,
         )
+        for warning in await ensure_topics(s.kafka_bootstrap, specs):
+            log.warning("%s", warning)
 
 
 def start_watchdog(code: int, seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
@@ -202,7 +206,7 @@ def start_watchdog(code: int, seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
     threading.Thread(target=_expire, name="shutdown-watchdog", daemon=True).start()
 
 
-class _GuardedWorker(faust.Worker):  # type: ignore[misc]
+class _GuardedWorker(faust.Worker):
     """A Faust worker whose shutdown cannot hang: a signal also arms the watchdog."""
 
     def __init__(self, owner: IngestWorker, *args: Any, **kwargs: Any) -> None:

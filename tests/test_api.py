@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,7 @@ def client(db_url: str) -> Iterator[TestClient]:
         yield test_client
 
 
-def _insert(db_url: str, rows: list[tuple[str, str, datetime, int, int | None]]) -> None:
+def _insert(db_url: str, rows: Sequence[tuple[str, str, datetime, int, int | None]]) -> None:
     """Rows of (id, type, ts, user_id, thread_id), as the worker's sink writes them."""
     data = [
         [i, t, ts, u, "", "", "post", 1, th, None, ts, "forum-events", 0, n, 0]
@@ -83,7 +83,9 @@ def test_access_rules(client: TestClient, db_url: str) -> None:
 
 def test_event_log_newest_first_each_event_once(client: TestClient, db_url: str) -> None:
     token = create_token(connect(db_url), name="a", role=Role.ADMIN)
-    rows = [(f"e{n:03d}", "question_viewed", T0 + timedelta(minutes=n), 7, 3) for n in range(45)]
+    rows: list[tuple[str, str, datetime, int, int | None]] = [
+        (f"e{n:03d}", "question_viewed", T0 + timedelta(minutes=n), 7, 3) for n in range(45)
+    ]
     rows.append(("keepalive", "activity", T0 + timedelta(hours=5), 7, None))
     _insert(db_url, rows)
     _insert(db_url, rows[:10])  # a redelivered batch: listed once all the same

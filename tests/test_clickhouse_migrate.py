@@ -49,13 +49,11 @@ def test_migrate_creates_schema_and_is_idempotent(clickhouse_server: Any, databa
     client = connect(url)
     tables = {r[0] for r in client.query("SHOW TABLES").result_rows}
     assert {"events", "api_tokens", "schema_migrations"} <= tables
-    columns = dict(
-        client.query(
-            "SELECT name, type FROM system.columns WHERE database = "
-            "{d:String} AND table = 'events'",
-            parameters={"d": database},
-        ).result_rows
-    )
+    rows = client.query(
+        "SELECT name, type FROM system.columns WHERE database = {d:String} AND table = 'events'",
+        parameters={"d": database},
+    ).result_rows
+    columns = {str(name): str(kind) for name, kind in rows}
     assert columns["ts"] == "DateTime64(3, 'UTC')"
     assert {"_topic", "_partition", "_offset"} <= set(columns)
     partition_key = client.query(

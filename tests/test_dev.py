@@ -1,0 +1,94 @@
+"""`forum-analytics dev`: the whole stack comes up, shows an event, and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from streams.events import Event, EventType
+from streams.producer import EventProducer
+from tests.helpers import alive_pids, descendants, start_cli, wait_until
+
+
+def _output(log: Path) -> str:
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def _send(bootstrap: str, event: Event) -> None:
+    async def send() -> None:
+        async with EventProducer(bootstrap) as producer:
+            await producer.send(event)
+
+    asyncio.run(send())
+
+
+def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
+    log = tmp_path / "dev.log"
+    args = ["dev", "--data-dir", str(tmp_path / "data")]
+    args += ["--kafka-port", "0", "--clickhouse-port", "0", "--api-port", "0"]
+    proc = start_cli(args, {}, log)
+    try:
+        wait_until(
+            lambda: "Stack is up" in _output(log) or proc.poll() is not None,
+            timeout=120,
+            what="the dev stack",
+        )
+        out = _output(log)
+        assert proc.poll() is None, out
+        token = out.strip().splitlines()[-1]
+        assert token.startswith("fa_")
+        bootstrap = re.search(r"Kafka \(Tansu\)\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+        api = re.search(r"API\s+(http://\S+)/analytics/", out).group(1)  # type: ignore[union-attr]
+        children = descendants(proc.pid)
+        assert len(children) >= 4, children  # broker, ClickHouse, worker, API
+
+        event = Event.new(EventType.QUESTION_ASKED, 77, object_type="post", object_id=5)
+        _send(bootstrap, event)
+        url = f"{api}/analytics/activity/all-activity/all-content/user:77/all-time/"
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def listed() -> bool:
+            response = httpx.get(url, headers=headers, timeout=5)
+            return [e["id"] for e in response.json()["events"]] == [event.id]
+
+        wait_until(listed, timeout=60, what="the event in the Activity view")
+
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, _output(log)[-3000:]
+    assert elapsed < 15, f"took {elapsed:.1f}s to stop"
+    assert alive_pids(children) == [], "dev left processes behind"
+    assert "stopped." in _output(log)
+
+
+def test_dev_reports_a_taken_port_clearly(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["dev", "--data-dir", str(tmp_path), "--kafka-port", str(port)]
+        args += ["--clickhouse-port", "0", "--api-port", "0"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "forum_analytics", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert "could not start" in proc.stderr and str(port) in proc.stderr
+    assert "Traceback" not in proc.stderr

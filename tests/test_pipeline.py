@@ -1,0 +1,262 @@
+"""End to end on real parts: Tansu broker → Faust worker process → chDB server → API.
+
+One worker serves the module (joining a group on Tansu takes seconds); every test uses
+its own user ids so they do not see each other's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.tokens import Role, create_token
+from clickhouse.client import connect
+from clickhouse.migrate import migrate
+from forum_analytics.processes import stop
+from forum_analytics.settings import load_settings
+from streams.broker import EmbeddedBroker
+from streams.events import Event, EventType, partition_for_user
+from streams.producer import EventProducer
+from streams.topics import default_topic_specs, ensure_topics
+from tests.helpers import start_cli, wait_until
+
+PARTITIONS = 3
+
+
+@dataclass
+class Pipeline:
+    """A running worker and the names it uses."""
+
+    env: dict[str, str]
+    db_url: str
+    bootstrap: str
+    events_topic: str
+    dlq_topic: str
+    worker: subprocess.Popen[bytes]
+    log_path: Path
+
+    def count(self, sql: str, **params: Any) -> int:
+        return int(connect(self.db_url).query(sql, parameters=params).result_rows[0][0])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _names() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return {
+        "ANALYTICS_APP_ID": f"fa-test-{tag}",
+        "ANALYTICS_TOPIC_EVENTS": f"events-{tag}",
+        "ANALYTICS_TOPIC_EVENTS_DLQ": f"events-dlq-{tag}",
+        "ANALYTICS_TOPIC_USERS": f"users-{tag}",
+        "ANALYTICS_TOPIC_GROUPS": f"groups-{tag}",
+    }
+
+
+def start_pipeline(broker: EmbeddedBroker, ch_port: int, tmp: Path) -> Pipeline:
+    """Migrate a fresh database, create the topics and start a worker process."""
+    names = _names()
+    database = "pipe_" + names["ANALYTICS_APP_ID"].rsplit("-", 1)[1]
+    db_url = f"http://default:@127.0.0.1:{ch_port}/{database}"
+    migrate(db_url, database)
+    specs = default_topic_specs(
+        PARTITIONS,
+        events_topic=names["ANALYTICS_TOPIC_EVENTS"],
+        dlq_topic=names["ANALYTICS_TOPIC_EVENTS_DLQ"],
+        users_topic=names["ANALYTICS_TOPIC_USERS"],
+        groups_topic=names["ANALYTICS_TOPIC_GROUPS"],
+    )
+    asyncio.run(ensure_topics(broker.bootstrap, specs))
+    env = names | {
+        "ANALYTICS_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "ANALYTICS_KAFKA_BROKER_FLAVOR": "tansu",
+        "ANALYTICS_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+        "ANALYTICS_TOPIC_PARTITIONS": str(PARTITIONS),
+        "ANALYTICS_CLICKHOUSE_URL": db_url,
+        "ANALYTICS_BATCH_MAX_SECONDS": "0.2",
+    }
+    log_path = tmp / f"worker-{database}.log"
+    worker = start_cli(["worker"], env, log_path)
+    return Pipeline(
+        env,
+        db_url,
+        broker.bootstrap,
+        names["ANALYTICS_TOPIC_EVENTS"],
+        names["ANALYTICS_TOPIC_EVENTS_DLQ"],
+        worker,
+        log_path,
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    kafka_broker: EmbeddedBroker, clickhouse_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
+    pipe = start_pipeline(kafka_broker, clickhouse_server.port, tmp_path_factory.mktemp("pipe"))
+    yield pipe
+    code = stop(pipe.worker, timeout=20)
+    assert code == 0, f"worker exited with {code}:\n{pipe.log()[-3000:]}"
+
+
+def _events(user_id: int, n: int, kind: EventType = EventType.QUESTION_VIEWED) -> list[Event]:
+    base = int(time.time() * 1000) - 60_000
+    return [
+        Event.new(
+            kind,
+            user_id,
+            ts=base + i,
+            id=f"u{user_id}-{i}-{uuid.uuid4().hex[:6]}",
+            object_type="post",
+            object_id=100 + i,
+            thread_id=100 + i,
+        )
+        for i in range(n)
+    ]
+
+
+async def _send_sdk(bootstrap: str, topic: str, events: list[Event]) -> None:
+    async with EventProducer(bootstrap, events_topic=topic) as producer:
+        delivered = await producer.send_many(events)
+        await producer.flush()
+    assert len(await delivered) == len(events)
+
+
+async def _send_raw(
+    bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes, int | None]]
+) -> None:
+    """Plain aiokafka, one message each: (key, value, partition or None)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        for key, value, partition in messages:
+            await producer.send_and_wait(topic, value, key=key, partition=partition)
+    finally:
+        await producer.stop()
+
+
+def _stored_ids(pipe: Pipeline, user_ids: list[int]) -> set[str]:
+    rows = (
+        connect(pipe.db_url)
+        .query(
+            "SELECT id FROM events FINAL WHERE user_id IN {u:Array(UInt64)}",
+            parameters={"u": user_ids},
+        )
+        .result_rows
+    )
+    return {r[0] for r in rows}
+
+
+def test_sdk_and_plain_kafka_events_reach_clickhouse_and_the_api(pipeline: Pipeline) -> None:
+    sdk_events = _events(1001, 300) + _events(1002, 200)
+    asyncio.run(_send_sdk(pipeline.bootstrap, pipeline.events_topic, sdk_events))
+    plain = _events(1003, 20)
+    asyncio.run(
+        _send_raw(
+            pipeline.bootstrap,
+            pipeline.events_topic,
+            [(b"1003", ev.to_json(), None) for ev in plain],
+        )
+    )
+    want = {ev.id for ev in sdk_events + plain}
+    wait_until(
+        lambda: _stored_ids(pipeline, [1001, 1002, 1003]) == want,
+        timeout=60,
+        what="events in ClickHouse",
+    )
+    stored = (
+        connect(pipeline.db_url)
+        .query(
+            "SELECT id, type, toUnixTimestamp64Milli(ts), user_id, object_id, thread_id, _topic "
+            "FROM events WHERE user_id = 1003 ORDER BY ts"
+        )
+        .result_rows
+    )
+    assert [(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in stored] == [
+        (e.id, e.type.value, e.ts_ms, 1003, e.object_id, e.thread_id, pipeline.events_topic)
+        for e in plain
+    ]
+    settings = load_settings(clickhouse_url=pipeline.db_url)
+    token = create_token(connect(pipeline.db_url), name="t", role=Role.ADMIN)
+    with TestClient(create_app(settings)) as api:
+        page = api.get(
+            "/analytics/activity/all-activity/all-content/user:1003/all-time/",
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+    assert [e["id"] for e in page["events"]] == [e.id for e in reversed(plain)]
+
+
+def _read_dlq(pipe: Pipeline, expected: int) -> list[tuple[bytes, dict[str, bytes]]]:
+    async def read() -> list[tuple[bytes, dict[str, bytes]]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=pipe.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(pipe.dlq_topic, p) for p in range(PARTITIONS)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            out: list[tuple[bytes, dict[str, bytes]]] = []
+            deadline = time.monotonic() + 60
+            while len(out) < expected and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    out += [(r.value, dict(r.headers)) for r in records]
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def test_bad_input_is_dead_lettered_and_the_worker_goes_on(pipeline: Pipeline) -> None:
+    good = _events(2001, 1)[0]
+    missing = orjson.dumps({"id": "m1", "type": "upvoted", "user_id": 2001})
+    unknown = orjson.dumps({"id": "k1", "type": "teleported", "ts": good.ts_ms, "user_id": 2001})
+    oversized = orjson.dumps(
+        {"id": "o1", "type": "activity", "ts": good.ts_ms, "user_id": 2001, "ip": "x" * 70_000}
+    )
+    bad = {
+        b"{not json": "JSON",
+        unknown: "teleported",
+        missing: "ts",
+        oversized: "limit 65536",
+    }
+    partition = partition_for_user(2001, PARTITIONS)
+    messages = [(b"2001", value, partition) for value in bad]
+    messages.append((b"2001", good.to_json(), partition))
+    asyncio.run(_send_raw(pipeline.bootstrap, pipeline.events_topic, messages))
+    dead = _read_dlq(pipeline, expected=len(bad))
+    by_value = dict(dead)
+    assert set(by_value) == set(bad)  # the original bytes, each exactly once
+    for value, fragment in bad.items():
+        assert fragment in by_value[value]["reason"].decode()
+        assert by_value[value]["source_topic"].decode() == pipeline.events_topic
+    wait_until(lambda: _stored_ids(pipeline, [2001]) == {good.id}, what="the good event")
+    assert pipeline.worker.poll() is None  # still alive
+    assert pipeline.count("SELECT count() FROM events WHERE user_id = 2001") == 1
+
+
+def test_worker_stops_with_an_error_when_clickhouse_refuses_for_good(
+    kafka_broker: EmbeddedBroker, clickhouse_server: Any, tmp_path: Path
+) -> None:
+    pipe = start_pipeline(kafka_broker, clickhouse_server.port, tmp_path)
+    try:
+        asyncio.run(_send_sdk(pipe.bootstrap, pipe.events_topic, _events(3001, 5)))
+        wait_until(lambda: pipe.count("SELECT count() FROM events") == 5, what="first batch")
+        connect(pipe.db_url).command("DROP TABLE events")  # a refusal no retry can fix
+        asyncio.run(_send_sdk(pipe.bootstrap, pipe.events_topic, _events(3002, 5)))
+        code = pipe.worker.wait(timeout=60)  # it must exit by itself, not hang
+    finally:
+        stop(pipe.worker, timeout=5)
+    assert code == 1, pipe.log()[-3000:]
+    assert "ClickHouse refused the batch" in pipe.log()
