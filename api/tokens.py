@@ -67,16 +67,25 @@ def list_tokens(client: Client) -> list[TokenInfo]:
     return [TokenInfo(*row) for row in rows]
 
 
-def revoke_token(client: Client, token_id: str) -> bool:
-    """Mark a token revoked; False when no active token has that id."""
+def _active(client: Client, token_id: str) -> tuple[str, str, str, datetime] | None:
+    """(name, role, token_sha256, created_at) of the unrevoked token `token_id`, if any."""
     rows = client.query(
         "SELECT name, role, token_sha256, created_at FROM api_tokens FINAL "
         "WHERE token_id = {i:String} AND revoked_at IS NULL",
         parameters={"i": token_id},
     ).result_rows
     if not rows:
-        return False
+        return None
     name, role, digest, created_at = rows[0]
+    return str(name), str(role), str(digest), created_at
+
+
+def revoke_token(client: Client, token_id: str) -> bool:
+    """Mark a token revoked; False when no active token has that id."""
+    row = _active(client, token_id)
+    if row is None:
+        return False
+    name, role, digest, created_at = row
     _write(client, [token_id, name, role, digest, created_at, datetime.now(UTC), _version()])
     return True
 
@@ -85,18 +94,10 @@ def verify_token(client: Client, token: str) -> Role | None:
     """The role of a valid, unrevoked token, or None."""
     if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
         return None
-    token_id = token[len(TOKEN_PREFIX) :].split("_", 1)[0]
-    rows = client.query(
-        "SELECT role, token_sha256 FROM api_tokens FINAL "
-        "WHERE token_id = {i:String} AND revoked_at IS NULL",
-        parameters={"i": token_id},
-    ).result_rows
-    if not rows:
-        return None
-    role, digest = rows[0]
-    if not hmac.compare_digest(str(digest), _hash(token)):
+    row = _active(client, token[len(TOKEN_PREFIX) :].split("_", 1)[0])
+    if row is None or not hmac.compare_digest(row[2], _hash(token)):
         return None
     try:
-        return Role(role)
+        return Role(row[1])
     except ValueError:
         return None

@@ -195,6 +195,11 @@ class Engine:
         self.version = _run(self._anchor, "SELECT version()").decode().strip()
         self.timezone = _run(self._anchor, "SELECT timezone()").decode().strip()
 
+    def table_functions(self) -> list[str]:
+        """Names of every table function this chDB build has."""
+        rows = _run(self._anchor, "SELECT name FROM system.table_functions")
+        return rows.decode().split()
+
     def setting_defaults(self, names: list[str]) -> dict[str, str]:
         """Current values of settings the HTTP layer interprets itself."""
         listed = ", ".join(quote_string(n) for n in names)

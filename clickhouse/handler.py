@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import secrets
 import socket
@@ -19,17 +18,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
+from clickhouse.access import AccessPolicy
 from clickhouse.auth import UserSpec, authenticate, extract_credentials
-from clickhouse.compression import Encoder, choose_response_encoding, response_encoder
+from clickhouse.compression import choose_response_encoding
 from clickhouse.engine import Connection, Engine, RequestScope, Stats, check_statement_count
 from clickhouse.errors import (
     NOT_IMPLEMENTED,
-    QUERY_IS_TOO_LARGE,
     READONLY,
     SYNTAX_ERROR,
     UNKNOWN_EXCEPTION,
@@ -37,6 +35,7 @@ from clickhouse.errors import (
 )
 from clickhouse.http_protocol import (
     HTTP_LAYER_SETTINGS,
+    HeaderMap,
     RequestBody,
     RequestParams,
     content_type_for,
@@ -45,13 +44,13 @@ from clickhouse.http_protocol import (
     parse_multipart,
     parse_params,
     parse_query_string,
+    plan_request,
 )
-from clickhouse.sql_scan import find_insert_data, first_keyword, output_format
+from clickhouse.responses import ResponseWriter, exception_block, summary_header
+from clickhouse.sql_scan import first_keyword, output_format
 
 log = logging.getLogger("clickhouse.server")
 
-MAX_QUERY_HEAD = 256 * 1024  # ClickHouse's max_query_size: where an INSERT's data must start
-MAX_QUERY_BYTES = 128 << 20  # refuse to buffer bigger non-INSERT bodies
 KEEP_ALIVE_SECONDS = 30
 _GET_ALLOWED_CONTROL = ("SET", "USE")
 _PING_ROUTES = ("/ping", "/replicas_status")
@@ -72,6 +71,7 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
         self.users = dict(users)
         self.display_name = socket.gethostname()
         self.http_defaults = engine.setting_defaults(sorted(HTTP_LAYER_SETTINGS))
+        self.access = AccessPolicy(engine.table_functions())
         self.stopping = threading.Event()
         self._state = threading.Condition()
         self._active = 0
@@ -120,61 +120,6 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
         return True
 
 
-@dataclass
-class _Plan:
-    """What the request asks for: an INSERT with streamed data, or a query."""
-
-    sql: bytes
-    insert_format: str | None = None
-    insert_data: Iterator[bytes] = field(default_factory=lambda: iter(()))
-
-
-class _Response:
-    """Writes a response body: optional compression, chunked framing on HTTP/1.1."""
-
-    def __init__(self, handler: Handler, encoding: str | None, level: int) -> None:
-        self._handler = handler
-        self._encoding = encoding
-        self._encoder: Encoder | None = response_encoder(encoding, level) if encoding else None
-        self._chunked = handler.request_version != "HTTP/1.0"
-        self.started = False
-
-    def start(self, status: int, headers: Mapping[str, str]) -> None:
-        handler = self._handler
-        handler.send_response(status)
-        for name, value in headers.items():
-            handler.send_header(name, value)
-        if self._encoding:
-            handler.send_header("Content-Encoding", self._encoding)
-        if self._chunked:
-            handler.send_header("Transfer-Encoding", "chunked")
-        else:
-            handler.close_connection = True
-        handler.end_headers()
-        self.started = True
-
-    def write(self, data: bytes) -> None:
-        if self._encoder is not None:
-            data = self._encoder.compress(data)
-        self._write_raw(data)
-
-    def _write_raw(self, data: bytes) -> None:
-        if not data:
-            return
-        out = self._handler.wfile
-        if self._chunked:
-            out.write(b"%x\r\n" % len(data) + data + b"\r\n")
-        else:
-            out.write(data)
-
-    def finish(self) -> None:
-        if self._encoder is not None:
-            self._write_raw(self._encoder.finish())
-        if self._chunked:
-            self._handler.wfile.write(b"0\r\n\r\n")
-        self._handler.wfile.flush()
-
-
 class Handler(BaseHTTPRequestHandler):
     """ClickHouse's HTTP interface over the embedded engine."""
 
@@ -210,6 +155,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._serve()
 
+    def do_PUT(self) -> None:  # ``curl -T file`` uploads INSERT data with PUT
+        self._serve()
+
     def do_HEAD(self) -> None:
         """Health checks only: HEAD cannot carry a query result."""
         path = urlsplit(self.path).path
@@ -222,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
         self.server.request_started(self.connection)
         self._query_id = str(uuid.uuid4())
         self._sql_preview = ""
-        self._response: _Response | None = None
+        self._response: ResponseWriter | None = None
         self._body: RequestBody | None = None
         status = 200
         try:
@@ -252,23 +200,23 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         pairs = parse_query_string(url.query)
         if url.path in _PING_ROUTES or (
-            url.path == "/" and self.command == "GET" and not _has(pairs, "query")
+            url.path == "/" and self.command == "GET" and all(k != "query" for k, _ in pairs)
         ):
             self._drain_body()
             return self._send_simple(200, b"Ok.\n")
         return self._query(pairs)
 
     def _drain_body(self) -> None:
-        RequestBody(self.rfile, _CaseInsensitive(self.headers)).drain()
+        RequestBody(self.rfile, HeaderMap(self.headers)).drain()
 
     # -- queries -------------------------------------------------------------
 
     def _query(self, pairs: list[tuple[str, str]]) -> int:
-        headers = _CaseInsensitive(self.headers)
+        headers = HeaderMap(self.headers)
         body = RequestBody(self.rfile, headers)
         self._body = body
         content_type = headers.get("Content-Type", "")
-        if self.command == "POST" and content_type.lower().startswith("multipart/form-data"):
+        if content_type.lower().startswith("multipart/form-data"):
             fields, has_files = parse_multipart(content_type, body.read_all())
             if has_files:
                 raise ClickHouseError(
@@ -281,8 +229,9 @@ class Handler(BaseHTTPRequestHandler):
         user, password = extract_credentials(headers, params.raw)
         spec = authenticate(self.server.users, user, password)
         self._user = user
-        plan = self._plan(params, body)
+        plan = plan_request(params.query, body)
         self._sql_preview = plan.sql[:300].decode("utf-8", "replace").replace("\n", " ")
+        self.server.access.check(plan.sql, user, spec.readonly)
         scope = RequestScope(
             readonly=spec.readonly,
             settings=params.settings,
@@ -306,25 +255,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send_done(stats, started)
             return self._run_query(conn, params, plan.sql, produces_output=kind == "READ_ONLY")
 
-    def _plan(self, params: RequestParams, body: RequestBody) -> _Plan:
-        """Assemble ``query`` + newline + body as ClickHouse does; find INSERT data."""
-        prefix = params.query.encode("utf-8") + b"\n" if params.query else b""
-        insert = find_insert_data(prefix) if prefix else None
-        text = prefix
-        if insert is None:
-            text = prefix + body.read_head(MAX_QUERY_HEAD)
-            insert = find_insert_data(text)
-        if insert is not None:
-            first = text[insert.data_offset :]
-            return _Plan(insert.statement, insert.format, _prepend(first, body.chunks()))
-        rest = body.read_all() if len(text) >= MAX_QUERY_HEAD else b""
-        if len(rest) > MAX_QUERY_BYTES:
-            raise ClickHouseError(QUERY_IS_TOO_LARGE, "Query is too large to buffer")
-        return _Plan(text + rest)
-
     def _check_method(self, kind: str, sql: bytes) -> None:
         """GET implies readonly in ClickHouse: only reads and SET/USE may pass."""
-        if self.command == "POST" or kind in ("READ_ONLY", "UNKNOWN"):
+        if self.command != "GET" or kind in ("READ_ONLY", "UNKNOWN"):
             return
         if kind == "CONTROL" and first_keyword(sql) in _GET_ALLOWED_CONTROL:
             return
@@ -386,7 +319,7 @@ class Handler(BaseHTTPRequestHandler):
     def _send_done(self, stats: Stats, started: int, body: bytes = b"") -> int:
         """A statement without a result set (INSERT, DDL): summary, no format header."""
         headers = self._common_headers()
-        headers["X-ClickHouse-Summary"] = _summary(stats, started)
+        headers["X-ClickHouse-Summary"] = summary_header(stats, started)
         return self._send_simple(200, body, headers)
 
     def _send_streamed(
@@ -406,7 +339,7 @@ class Handler(BaseHTTPRequestHandler):
         first = next(chunks, b"")
         tag = secrets.token_hex(8)
         headers["X-ClickHouse-Exception-Tag"] = tag
-        headers["X-ClickHouse-Summary"] = _summary(stats, started)
+        headers["X-ClickHouse-Summary"] = summary_header(stats, started)
         response = self._open_response(params if first else None)
         response.start(200, headers)
         try:
@@ -415,9 +348,7 @@ class Handler(BaseHTTPRequestHandler):
                 response.write(chunk)
         except ClickHouseError as exc:
             log.warning("query %s failed mid-stream: %s", self._query_id, exc.message)
-            text = exc.render(self.server.engine.version).encode("utf-8")
-            block = b"__exception__\r\n%s\r\n%s\n%d %s\r\n__exception__\r\n"
-            response.write(block % (tag.encode(), text, len(text), tag.encode()))
+            response.write(exception_block(tag, exc.render(self.server.engine.version)))
             self.close_connection = True
         response.finish()
         return 200
@@ -441,16 +372,16 @@ class Handler(BaseHTTPRequestHandler):
                 spool.write(chunk)
                 size += len(chunk)
             spool.seek(0)
-            headers["X-ClickHouse-Summary"] = _summary(stats, started)
+            headers["X-ClickHouse-Summary"] = summary_header(stats, started)
             response = self._open_response(params if size else None)
             response.start(200, headers)
-            _copy(spool, response)
+            response.copy_from(spool)
             response.finish()
         return 200
 
-    def _open_response(self, params: RequestParams | None) -> _Response:
+    def _open_response(self, params: RequestParams | None) -> ResponseWriter:
         encoding, level = self._encoding(params) if params is not None else (None, 3)
-        self._response = _Response(self, encoding, level)
+        self._response = ResponseWriter(self, encoding, level)
         return self._response
 
     def _send_simple(self, status: int, body: bytes, headers: Mapping[str, str] = {}) -> int:
@@ -484,43 +415,3 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
             return int(exc.http_status)
-
-
-class _CaseInsensitive(dict[str, str]):
-    """Header lookup that ignores case, for the credential extractor."""
-
-    def __init__(self, headers: Any) -> None:
-        super().__init__((k.lower(), v) for k, v in headers.items())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key.lower(), default)
-
-
-def _has(pairs: list[tuple[str, str]], key: str) -> bool:
-    return any(k == key for k, _ in pairs)
-
-
-def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    if first:
-        yield first
-    yield from rest
-
-
-def _copy(source: IO[bytes], response: _Response) -> None:
-    while data := source.read(1 << 20):
-        response.write(data)
-
-
-def _summary(stats: Stats, started_ns: int) -> str:
-    """``X-ClickHouse-Summary``: ClickHouse sends every counter as a string."""
-    values = {
-        "read_rows": stats.read_rows,
-        "read_bytes": stats.read_bytes,
-        "written_rows": stats.written_rows,
-        "written_bytes": stats.written_bytes,
-        "total_rows_to_read": stats.read_rows,
-        "result_rows": stats.result_rows,
-        "result_bytes": stats.result_bytes,
-        "elapsed_ns": max(0, time.monotonic_ns() - started_ns),
-    }
-    return json.dumps({k: str(v) for k, v in values.items()}, separators=(",", ":"))

@@ -15,7 +15,7 @@ import email.policy
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from clickhouse.compression import decode_error, request_decoder
@@ -23,10 +23,12 @@ from clickhouse.errors import (
     BAD_ARGUMENTS,
     CANNOT_READ_ALL_DATA,
     NOT_IMPLEMENTED,
+    QUERY_IS_TOO_LARGE,
     UNKNOWN_SETTING,
     UNSUPPORTED_MEDIA_TYPE,
     ClickHouseError,
 )
+from clickhouse.sql_scan import find_insert_data
 
 # URL parameters that belong to the HTTP protocol, never to the query's settings.
 PROTOCOL_PARAMS = frozenset(
@@ -47,6 +49,9 @@ HTTP_LAYER_SETTINGS = frozenset(
         "http_native_compression_disable_checksumming_on_decompress",
     }
 )  # fmt: skip
+
+MAX_QUERY_HEAD = 256 * 1024  # ClickHouse's max_query_size: an INSERT's data must start within
+MAX_BUFFERED_BODY = 128 << 20  # bodies that are not INSERT data are held in memory, up to this
 
 _SETTING_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TRUE = ("1", "true", "yes", "on")
@@ -255,8 +260,16 @@ class RequestBody:
             size += len(data)
         return b"".join(parts)
 
-    def read_all(self) -> bytes:
-        return b"".join(iter(self.read_chunk, b""))
+    def read_all(self, limit: int = MAX_BUFFERED_BODY) -> bytes:
+        """The whole (decoded) body, refusing to hold more than ``limit`` bytes."""
+        parts: list[bytes] = []
+        size = 0
+        for data in self.chunks():
+            size += len(data)
+            if size > limit:
+                raise ClickHouseError(QUERY_IS_TOO_LARGE, f"Request body exceeds {limit} bytes")
+            parts.append(data)
+        return b"".join(parts)
 
     def chunks(self) -> Iterator[bytes]:
         return iter(self.read_chunk, b"")
@@ -299,3 +312,48 @@ def parse_multipart(content_type: str, body: bytes) -> tuple[list[tuple[str, str
         text = payload.decode("utf-8") if isinstance(payload, bytes) else ""
         fields.append((name, text))
     return fields, has_files
+
+
+class HeaderMap(dict[str, str]):
+    """Request headers with case-insensitive ``get``, as HTTP wants."""
+
+    def __init__(self, headers: Any) -> None:
+        super().__init__((k.lower(), v) for k, v in headers.items())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
+
+
+@dataclass
+class Plan:
+    """What a request asks for: a statement, and for an INSERT the streamed data."""
+
+    sql: bytes
+    insert_format: str | None = None
+    insert_data: Iterator[bytes] = field(default_factory=lambda: iter(()))
+
+
+def plan_request(query: str, body: RequestBody) -> Plan:
+    """Assemble ``query`` + newline + body as ClickHouse does and find INSERT data.
+
+    Only as much of the body is read as needed to find where the statement
+    ends; INSERT data is then streamed from the body, never held whole.
+    """
+    prefix = query.encode("utf-8") + b"\n" if query else b""
+    insert = find_insert_data(prefix) if prefix else None
+    text = prefix
+    if insert is None:
+        text = prefix + body.read_head(MAX_QUERY_HEAD)
+        insert = find_insert_data(text)
+    if insert is not None:
+        first = text[insert.data_offset :]
+        return Plan(insert.statement, insert.format, _prepend(first, body.chunks()))
+    if len(text) >= MAX_QUERY_HEAD:
+        text += body.read_all(MAX_BUFFERED_BODY)
+    return Plan(text)
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest

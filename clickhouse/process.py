@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,20 +23,13 @@ from types import TracebackType
 from urllib.parse import quote
 
 from clickhouse.server import ANALYST_PASSWORD_ENV, DEFAULT_PASSWORD_ENV, EXIT_ADDRESS_IN_USE
+from forum_analytics.ports import free_port
 
 _PORT_ATTEMPTS = 5
 
 
 class EmbeddedClickHouseError(RuntimeError):
     """The server subprocess did not start (message includes its stderr tail)."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the caller retries if it is taken meanwhile)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class EmbeddedClickHouse:
@@ -101,6 +93,10 @@ class EmbeddedClickHouse:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> EmbeddedClickHouse:
@@ -112,8 +108,10 @@ class EmbeddedClickHouse:
             fd, name = tempfile.mkstemp(prefix="chdb-server-", suffix=".log")
             os.close(fd)
             self._log = Path(name)
+        previous = self._port  # a restart keeps its URL if the port is still free
         for _attempt in range(_PORT_ATTEMPTS):
-            self._port = self._fixed_port or free_port(self.host)
+            self._port = self._fixed_port or previous or free_port(self.host)
+            previous = None
             self._proc = self._spawn()
             if self._wait_ready():
                 return self

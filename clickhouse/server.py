@@ -14,7 +14,6 @@ finish for a few seconds, close chDB so everything is flushed, exit 0.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import errno
 import fcntl
 import logging
@@ -29,17 +28,18 @@ from types import FrameType
 from clickhouse.auth import DEFAULT_USERS, UserSpec
 from clickhouse.engine import Engine
 from clickhouse.handler import ClickHouseHTTPServer
+from forum_analytics.processes import die_with_parent
 
 log = logging.getLogger("clickhouse.server")
 
 LOCK_FILE_NAME = ".embedded-server.lock"
-SHUTDOWN_GRACE_SECONDS = 5.0
+SHUTDOWN_GRACE_SECONDS = 4.0  # for in-flight requests to finish on their own
+CANCEL_GRACE_SECONDS = 2.0  # then for streams and inserts to stop at their next chunk
 SESSION_REAP_SECONDS = 5.0
 EXIT_START_FAILED = 1
 EXIT_ADDRESS_IN_USE = 98  # the process manager retries on another port
 DEFAULT_PASSWORD_ENV = "CHDB_SERVER_DEFAULT_PASSWORD"
 ANALYST_PASSWORD_ENV = "CHDB_SERVER_ANALYST_PASSWORD"
-_PR_SET_PDEATHSIG = 1
 
 
 class ServerStartError(RuntimeError):
@@ -153,9 +153,11 @@ def serve(
     one-line message if it cannot start. ``users`` defaults to ``default``
     with an empty password.
 
-    Returns False if requests were still running after the shutdown grace
-    period: the caller should then leave with ``os._exit()``, because normal
-    interpreter shutdown would tear the engine down under those threads.
+    Requests still running after the shutdown grace period are abandoned;
+    normal interpreter shutdown would then tear the engine down under their
+    threads, so on the main thread (where serve() owns the process) it ends the
+    process with ``os._exit(0)``; elsewhere it returns False. Returns True
+    after a clean stop.
     """
     path = Path(path).resolve()
     stop = stop or threading.Event()
@@ -171,6 +173,9 @@ def serve(
     finally:
         lock.release()
     log.info("stopped; data in %s flushed", path)
+    if not finished and threading.current_thread() is threading.main_thread():
+        logging.shutdown()
+        os._exit(0)
     return finished
 
 
@@ -203,7 +208,7 @@ def _finish_in_flight(server: ClickHouseHTTPServer, engine: Engine) -> bool:
         return True
     log.warning("cancelling requests still running after %.0fs", SHUTDOWN_GRACE_SECONDS)
     engine.cancelled.set()
-    if server.wait_idle(SHUTDOWN_GRACE_SECONDS):
+    if server.wait_idle(CANCEL_GRACE_SECONDS):
         return True
     log.warning("requests still running; abandoning them")
     return False
@@ -238,18 +243,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel for SIGTERM when the parent dies, so a crashed test run or dev
-    supervisor never leaves a server holding the data directory. Linux only."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def users_from_options(
     default_password: str, analyst_user: str | None, analyst_password: str
 ) -> dict[str, UserSpec]:
@@ -270,15 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     users = users_from_options(args.default_password, args.analyst_user, args.analyst_password)
     if args.parent_pid is not None:
-        _die_with_parent(args.parent_pid)
+        die_with_parent(args.parent_pid)
     try:
-        finished = serve(args.path, args.port, args.host, users)
+        serve(args.path, args.port, args.host, users)
     except ServerStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    if not finished:
-        logging.shutdown()
-        os._exit(0)  # abandoned requests: skip interpreter teardown (see serve())
     return 0
 
 

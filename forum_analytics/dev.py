@@ -26,10 +26,10 @@ from api.tokens import Role, create_token
 from clickhouse.client import connect
 from clickhouse.migrate import migrate
 from clickhouse.process import EmbeddedClickHouse
+from forum_analytics.ports import free_port
 from forum_analytics.processes import spawn, stop
 from forum_analytics.settings import Settings
 from streams.broker import EmbeddedBroker
-from streams.ports import free_port
 
 STOP_BUDGET_SECONDS = 15.0
 ACTIVITY_PATH = "/analytics/activity/all-activity/all-content/all-users/all-time/"

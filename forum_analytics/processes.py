@@ -13,13 +13,19 @@ from pathlib import Path
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends it SIGTERM when the parent dies."""
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Ask the kernel to SIGTERM this process when its parent dies (Linux; elsewhere a no-op).
+
+    Run in a child before exec (`preexec_fn`) or first thing in its main. With `parent_pid`,
+    also catch a parent that died before the request took effect.
+    """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except OSError:  # not Linux: best effort
-        pass
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def spawn(
@@ -36,7 +42,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet at spawn time
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads yet at spawn time
         )
     finally:
         if log_path:

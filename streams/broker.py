@@ -26,7 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
 
-from streams.ports import free_port, port_is_free
+from forum_analytics.ports import free_port, port_is_free
+from forum_analytics.processes import die_with_parent
 
 __all__ = [
     "BrokerStartError",
@@ -269,7 +270,8 @@ class EmbeddedBroker:
         try:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=output.stdout_target(),
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent,  # never outlive the test run or dev supervisor
             )  # fmt: skip
         except OSError as exc:
             output.close()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import streams.broker
+from forum_analytics.ports import free_port, port_is_free
 from streams.broker import BrokerStartError, EmbeddedBroker, kafka_answers
-from streams.ports import free_port, port_is_free
 
 
 def _pid_exists(pid: int) -> bool:

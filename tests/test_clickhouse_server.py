@@ -631,11 +631,14 @@ def test_sigterm_exits_cleanly_and_a_restart_keeps_the_data(tmp_path: Path) -> N
         thread.start()
         time.sleep(0.3)
         assert server.stop() == 0  # SIGTERM: the in-flight query may finish, then exit 0
+        assert not server.running
         thread.join()
         assert in_flight["response"].text == "0\t7\n"
         assert "stopped" in server.stderr_tail()
 
+        port = server.port
         server.start()
+        assert server.port == port  # same URL after a restart
         client = clickhouse_client(server)
         assert client.query("SELECT id FROM kept ORDER BY id").result_rows == [(1,), (2,), (3,)]
         client.close()
@@ -719,3 +722,21 @@ def test_unknown_content_encoding_is_refused(http: httpx.Client) -> None:
     response = http.post("/", headers={"Content-Encoding": "rot13"}, content=b"SELECT 1")
     assert response.status_code == 500
     assert _error_code(response) == 89  # UNKNOWN_COMPRESSION_METHOD
+
+
+def test_analyst_cannot_reach_files_network_or_processes(http: httpx.Client) -> None:
+    """chDB has no grants; the server refuses what an analyst without source grants can't do."""
+    auth = (ANALYST_USER, ANALYST_PASSWORD)
+    for sql in (
+        "SELECT * FROM file('/proc/self/environ', 'LineAsString')",
+        "SELECT * FROM `url` ('http://127.0.0.1:1/', 'LineAsString')",
+        "SELECT count() FROM (SELECT * FROM executable('x.sh', 'TSV', 'a String'))",
+    ):
+        refused = http.post("/", auth=auth, content=sql)
+        assert refused.status_code == 403, sql
+        assert _error_code(refused) == 497, sql
+    allowed = http.post("/", auth=auth, content="SELECT sum(number) FROM numbers(4)")
+    assert allowed.text == "6\n"
+    outfile = http.post("/", content="SELECT 1 INTO OUTFILE '/tmp/never-written.csv'")
+    assert _error_code(outfile) == 358  # INTO_OUTFILE_NOT_ALLOWED, for every user
+    assert not Path("/tmp/never-written.csv").exists()

@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
+from forum_analytics.ports import free_port
 from streams.broker import EmbeddedBroker
 from streams.events import (
     Event,
@@ -28,7 +29,6 @@ from streams.events import (
     decode_message,
     now_ms,
 )
-from streams.ports import free_port
 from streams.producer import (
     BufferFullError,
     Delivery,
