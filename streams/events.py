@@ -1,7 +1,7 @@
 """The event contract of topic `forum-events`: types, a fast validator, encoders, partitioning.
 
 DESIGN.md "Event contract" is the source of truth; this module is its executable form, and
-`event_json_schema()` (shipped as `streams/schema/event.schema.json`) its declarative one.
+`streams.event_schema` (shipped as `streams/schema/event.schema.json`) its declarative one.
 
 Decisions the contract leaves open, made here:
 
@@ -30,18 +30,17 @@ Decisions the contract leaves open, made here:
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 import orjson
+
+from streams.partitioning import partition_for_user
 
 __all__ = [
     "COMMENT_TYPES",
@@ -67,15 +66,11 @@ __all__ = [
     "datetime_to_ms",
     "decode_message",
     "encode_batch",
-    "SCHEMA_PATH",
-    "event_json_schema",
     "ms_to_datetime",
     "now_ms",
     "parse_event",
     "parse_group",
     "parse_user",
-    "partition_for_user",
-    "write_event_json_schema",
 ]
 
 MAX_EVENT_BYTES: Final = 64 * 1024
@@ -276,53 +271,6 @@ def datetime_to_ms(dt: datetime) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# The partition rule
-
-
-def _murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as an unsigned 32-bit int.
-
-    Written out rather than imported from aiokafka's partitioner, whose `murmur2` is not public
-    API; it is the same algorithm, and tests pin it to Kafka's own test vectors.
-    """
-    m = 0x5BD1E995
-    length = len(data)
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    full = length - length % 4
-    for i in range(0, full, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> 24
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    rest = length - full
-    if rest:
-        if rest == 3:
-            h ^= data[full + 2] << 16
-        if rest >= 2:
-            h ^= data[full + 1] << 8
-        h ^= data[full]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h
-
-
-@lru_cache(maxsize=1 << 17)
-def _user_hash(user_id: int) -> int:
-    """toPositive(murmur2(decimal key)), cached: a worker sees the same users over and over."""
-    return _murmur2(str(user_id).encode()) & 0x7FFFFFFF
-
-
-def partition_for_user(user_id: int, num_partitions: int) -> int:
-    """The partition Kafka's default partitioner (Java, aiokafka) picks for key `str(user_id)`."""
-    if num_partitions < 1:
-        raise ValueError(f"num_partitions must be >= 1, got {num_partitions}")
-    return _user_hash(user_id) % num_partitions
-
-
-# ---------------------------------------------------------------------------------------------
 # Validation
 
 
@@ -471,7 +419,7 @@ def parse_event(obj: object, *, received_at_ms: int) -> Event:
 
 
 def _check_partition(event: Event, partition: int, num_partitions: int) -> None:
-    actual = _user_hash(event.user_id) % num_partitions
+    actual = partition_for_user(event.user_id, num_partitions)
     if actual != partition:
         raise InvalidEvent(
             f"user {event.user_id} belongs to partition {actual} of {num_partitions}, "
@@ -586,96 +534,6 @@ def _check_element_size(element: object) -> None:
 def encode_batch(encoded_events: list[bytes]) -> bytes:
     """Join already-encoded events into one batch message value (a JSON array)."""
     return b"[" + b",".join(encoded_events) + b"]"
-
-
-# ---------------------------------------------------------------------------------------------
-# JSON Schema
-
-
-def _requires_non_null(present: str, required: str) -> dict[str, Any]:
-    """Schema: if `present` is given and not null, `required` must be given and not null."""
-    return {
-        "if": {"required": [present], "properties": {present: {"not": {"type": "null"}}}},
-        "then": {"required": [required], "properties": {required: {"not": {"type": "null"}}}},
-    }
-
-
-def event_json_schema() -> dict[str, Any]:
-    """The contract as JSON Schema (draft 2020-12): one event, or a non-empty array of them.
-
-    It cannot express the rules that need context (receive time, partition, byte sizes) or a
-    calendar (2024-02-30 matches the pattern); `$comment` says so, and the validator is the judge.
-    """
-    id_schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
-    optional_id = {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_ID}
-    event = {
-        "type": "object",
-        "required": ["id", "type", "ts", "user_id"],
-        "properties": {
-            "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
-            "type": {"type": "string", "enum": [t.value for t in EventType]},
-            "ts": {
-                "oneOf": [
-                    {
-                        "type": "string",
-                        "format": "date-time",
-                        "pattern": f"^{_RFC3339_CORE}$",
-                    },
-                    {"type": "integer", "minimum": MIN_TS_MS},
-                ]
-            },
-            "user_id": id_schema,
-            "ip": {"type": ["string", "null"], "maxLength": MAX_IP_LENGTH},
-            "user_agent": {"type": ["string", "null"]},
-            "object_type": {
-                "type": ["string", "null"],
-                "enum": [t.value for t in ObjectType] + [None],
-            },
-            "object_id": optional_id,
-            "thread_id": optional_id,
-            "post_id": optional_id,
-        },
-        # object_type and object_id together: a non-null one requires the other non-null.
-        "allOf": [
-            _requires_non_null("object_type", "object_id"),
-            _requires_non_null("object_id", "object_type"),
-        ],
-        "additionalProperties": True,
-    }
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://forum-analytics.invalid/schema/event.schema.json",
-        "title": "forum-events message",
-        "description": (
-            "Value of a message on topic forum-events: one event, or (from batching producers) "
-            "a non-empty array of events whose users all map to the message's partition."
-        ),
-        "$comment": (
-            "Also enforced by streams.events, not expressible here: ts at most "
-            f"{MAX_FUTURE_MS} ms after the receive time and a real calendar date; an event at "
-            f"most {MAX_EVENT_BYTES} bytes and a message at most {MAX_BATCH_BYTES} bytes; every "
-            "user in the message's partition (murmur2 of the decimal user id). "
-            "Integers written without a fraction (42, not 42.0). "
-            "object_type and object_id given together; null optional fields count as absent; "
-            "unknown fields are ignored. Generated by streams.events.event_json_schema()."
-        ),
-        "oneOf": [
-            {"$ref": "#/$defs/event"},
-            {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/event"}},
-        ],
-        "$defs": {"event": event},
-    }
-
-
-SCHEMA_PATH: Final = Path(__file__).with_name("schema") / "event.schema.json"
-"""Where the generated schema ships; a test fails if the file and the generator disagree."""
-
-
-def write_event_json_schema(path: Path = SCHEMA_PATH) -> Path:
-    """Regenerate the shipped schema file (run after changing the contract)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(event_json_schema(), indent=2) + "\n", encoding="utf-8")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,8 +48,8 @@ from streams.events import (
     parse_event,
     parse_group,
     parse_user,
-    partition_for_user,
 )
+from streams.partitioning import partition_for_user
 from streams.topics import (
     DEFAULT_EVENTS_TOPIC,
     DEFAULT_GROUPS_TOPIC,

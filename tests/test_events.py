@@ -14,13 +14,13 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.event_schema import SCHEMA_PATH, event_json_schema
 from streams.events import (
     MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
     MAX_FUTURE_MS,
     MAX_ID,
     MIN_TS_MS,
-    SCHEMA_PATH,
     DecodeResult,
     Event,
     EventType,
@@ -29,15 +29,13 @@ from streams.events import (
     ObjectType,
     Role,
     UserRecord,
-    _murmur2,
     datetime_to_ms,
     decode_message,
     encode_batch,
-    event_json_schema,
     ms_to_datetime,
     parse_event,
-    partition_for_user,
 )
+from streams.partitioning import _murmur2, partition_for_user
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a fixed receive time keeps the tests exact
 
@@ -451,7 +449,7 @@ def test_shipped_schema_file_equals_the_generated_schema() -> None:
     shipped = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     assert shipped == event_json_schema(), (
         "streams/schema/event.schema.json is stale: run "
-        "python -c 'from streams.events import write_event_json_schema as w; w()'"
+        "python -c 'from streams.event_schema import write_event_json_schema as w; w()'"
     )
 
 

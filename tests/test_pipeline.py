@@ -27,7 +27,8 @@ from clickhouse.migrate import migrate
 from forum_analytics.processes import stop
 from forum_analytics.settings import load_settings
 from streams.broker import EmbeddedBroker
-from streams.events import Event, EventType, partition_for_user
+from streams.events import Event, EventType
+from streams.partitioning import partition_for_user
 from streams.producer import EventProducer
 from streams.topics import default_topic_specs, ensure_topics
 from tests.helpers import start_cli, wait_until
