@@ -261,3 +261,86 @@ def test_worker_stops_with_an_error_when_clickhouse_refuses_for_good(
         stop(pipe.worker, timeout=5)
     assert code == 1, pipe.log()[-3000:]
     assert "ClickHouse refused the batch" in pipe.log()
+
+
+def _committed(pipe: Pipeline) -> dict[int, int]:
+    """The worker group's committed offset per partition (OffsetFetch for explicit partitions)."""
+
+    async def fetch() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=pipe.bootstrap,
+            group_id=pipe.env["ANALYTICS_APP_ID"],
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            out = {}
+            for p in range(PARTITIONS):
+                offset = await consumer.committed(TopicPartition(pipe.events_topic, p))
+                out[p] = offset or 0
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(fetch())
+
+
+def _next_offsets(pipe: Pipeline) -> dict[int, int]:
+    """Last offset + 1 per partition of the events topic, read from the records themselves
+    (Tansu's ListOffsets answer is wrong for batched writes, risks.md §4.2)."""
+
+    async def read() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=pipe.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(pipe.events_topic, p) for p in range(PARTITIONS)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = dict.fromkeys(range(PARTITIONS), 0)
+            while batches := await consumer.getmany(timeout_ms=1000):
+                for tp, records in batches.items():
+                    ends[tp.partition] = records[-1].offset + 1
+            return ends
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def test_offsets_are_committed_only_after_clickhouse_acknowledged(
+    kafka_broker: EmbeddedBroker, clickhouse_server: Any, tmp_path: Path
+) -> None:
+    """ClickHouse is down when events arrive: nothing is committed until it comes up."""
+    from clickhouse.process import EmbeddedClickHouse
+    from forum_analytics.ports import free_port
+
+    down_port = free_port()
+    pipe = start_pipeline(kafka_broker, clickhouse_server.port, tmp_path)
+    stop(pipe.worker, timeout=20)  # restart it pointing at a ClickHouse that is not there yet
+    database = pipe.db_url.rsplit("/", 1)[1]
+    pipe.db_url = f"http://default:@127.0.0.1:{down_port}/{database}"
+    pipe.env["ANALYTICS_CLICKHOUSE_URL"] = pipe.db_url
+    pipe.worker = start_cli(["worker"], pipe.env, pipe.log_path)
+    late_server = EmbeddedClickHouse(tmp_path / "late-ch", port=down_port)
+    try:
+        events = _events(4001, 40) + _events(4002, 40) + _events(4003, 40)
+        asyncio.run(_send_sdk(pipe.bootstrap, pipe.events_topic, events))
+        wait_until(lambda: "ClickHouse unavailable" in pipe.log(), timeout=60, what="a retry")
+        time.sleep(3)  # several commit intervals (1 s) pass while the batch is unwritten
+        assert sum(_committed(pipe).values()) == 0
+        assert pipe.worker.poll() is None
+
+        late_server.start()
+        migrate(pipe.db_url, database)
+        wait_until(
+            lambda: _stored_ids(pipe, [4001, 4002, 4003]) == {e.id for e in events},
+            timeout=60,
+            what="the events once ClickHouse is back",
+        )
+        ends = _next_offsets(pipe)
+        assert sum(ends.values()) > 0
+        wait_until(lambda: _committed(pipe) == ends, what="every offset committed after the write")
+    finally:
+        code = stop(pipe.worker, timeout=20)
+        late_server.stop()
+    assert code == 0, pipe.log()[-3000:]
