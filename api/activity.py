@@ -7,15 +7,16 @@ as the first one. `activity` events keep sessions alive but are not listed (DESI
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from api.auth import Principal, require_staff
-from api.deps import get_clickhouse
+from api.deps import get_clickhouse, get_settings_dep
 from api.segments import (
     BadSegment,
     ContentFilter,
@@ -26,6 +27,7 @@ from api.segments import (
     parse_dates,
     parse_users,
 )
+from forum_analytics.settings import Settings
 
 router = APIRouter()
 
@@ -66,7 +68,11 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
 
 
 def _where(
-    types: tuple[str, ...], content: ContentFilter, users: UsersFilter, dates: DateRange
+    types: tuple[str, ...],
+    content: ContentFilter,
+    users: UsersFilter,
+    dates: DateRange,
+    zone: ZoneInfo,
 ) -> tuple[list[str], dict[str, Any]]:
     clauses = ["type IN {types:Array(String)}"]
     params: dict[str, Any] = {"types": list(types)}
@@ -81,14 +87,20 @@ def _where(
         params["user_id"] = users.id
     if dates.first is not None and dates.last is not None:
         clauses.append("ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')}")
-        params["start"] = datetime.combine(dates.first, datetime.min.time(), UTC)
-        params["end"] = datetime.combine(dates.last + timedelta(days=1), datetime.min.time(), UTC)
+        # Days are days of the configured time zone (DESIGN.md), converted to UTC instants.
+        params["start"] = _day_start(dates.first, zone)
+        params["end"] = _day_start(dates.last + timedelta(days=1), zone)
     return clauses, params
+
+
+def _day_start(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time.min, zone).astimezone(UTC)
 
 
 def query_events(
     client: Client,
     *,
+    zone: ZoneInfo,
     types: tuple[str, ...],
     content: ContentFilter,
     users: UsersFilter,
@@ -97,7 +109,7 @@ def query_events(
     cursor: str | None,
 ) -> ActivityPage:
     """One page of matching events, newest first, each event once."""
-    clauses, params = _where(types, content, users, dates)
+    clauses, params = _where(types, content, users, dates, zone)
     if cursor:
         ms, event_id = _decode_cursor(cursor)
         clauses.append("(toUnixTimestamp64Milli(ts), id) < ({c_ms:Int64}, {c_id:String})")
@@ -138,6 +150,7 @@ def activity_view(
     users: str,
     dates: str,
     _: Annotated[Principal, Depends(require_staff)],
+    settings: Annotated[Settings, Depends(get_settings_dep)],
     per_page: Annotated[int, Query(ge=1, le=500)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> ActivityPage:
@@ -150,6 +163,7 @@ def activity_view(
         raise HTTPException(404, detail=str(exc)) from None
     return query_events(
         get_clickhouse(request),
+        zone=ZoneInfo(settings.time_zone),
         types=types,
         content=content_filter,
         users=users_filter,

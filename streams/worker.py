@@ -100,8 +100,12 @@ class IngestWorker:
                 await self.process(batch)
                 for event in batch:
                     await stream.ack(event)
-        except (asyncio.CancelledError, SinkStopped):
+        except asyncio.CancelledError:
             raise
+        except SinkStopped:
+            log.info(
+                "stopping with a batch ClickHouse has not acknowledged; it will be redelivered"
+            )
         except SinkFailed as exc:
             log.error("stopping: %s", exc)
             self.request_exit(1)

@@ -148,3 +148,16 @@ def test_bad_cursor_is_a_400(client: TestClient, db_url: str) -> None:
     token = create_token(connect(db_url), name="a", role=Role.ADMIN)
     response = client.get(ALL, headers=_bearer(token), params={"cursor": "!!!"})
     assert response.status_code == 400
+
+
+def test_custom_dates_are_days_of_the_configured_time_zone(db_url: str) -> None:
+    settings = load_settings(clickhouse_url=db_url, time_zone="America/New_York")
+    token = create_token(connect(db_url), name="a", role=Role.ADMIN)
+    # 03:00 UTC on 2 March is 22:00 on 1 March in New York (UTC-5 in winter).
+    _insert(db_url, [("late", "upvoted", datetime(2026, 3, 2, 3, 0, tzinfo=UTC), 1, None)])
+    base = "/analytics/activity/all-activity/all-content/all-users"
+    with TestClient(create_app(settings)) as api:
+        first = api.get(f"{base}/2026-03-01..2026-03-01/", headers=_bearer(token)).json()
+        second = api.get(f"{base}/2026-03-02..2026-03-02/", headers=_bearer(token)).json()
+    assert [e["id"] for e in first["events"]] == ["late"]
+    assert second["events"] == []
