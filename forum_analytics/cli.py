@@ -7,11 +7,13 @@ reported (by name, without a stack trace) before anything starts.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -43,14 +45,28 @@ def _settings() -> Settings:
 @contextmanager
 def _clickhouse_errors(command: str) -> Iterator[None]:
     """Report ClickHouse being unreachable or refusing, in one line, with exit code 1."""
-    from clickhouse_connect.driver.exceptions import ClickHouseError
+    from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)  # we say it once, below
     try:
         yield
-    except ClickHouseError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        typer.echo(f"{command}: ClickHouse error: {first_line}", err=True)
+    except OperationalError as exc:
+        parts = urlsplit(get_settings().clickhouse_url)
+        errno = re.search(r"\[Errno \d+\] [^\"')]+", str(exc))
+        reason = errno.group(0) if errno else _first_line(exc)
+        typer.echo(
+            f"{command}: cannot reach ClickHouse at {parts.hostname}:{parts.port}: {reason}",
+            err=True,
+        )
         raise typer.Exit(1) from None
+    except ClickHouseError as exc:
+        typer.echo(f"{command}: ClickHouse error: {_first_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
 
 
 def _logging(level: int = logging.INFO) -> None:
