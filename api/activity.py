@@ -93,6 +93,11 @@ def _where(
     return clauses, params
 
 
+def _utc(ts: datetime) -> datetime:
+    """clickhouse-connect returns naive datetimes for UTC columns; make them explicit."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
 def _day_start(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time.min, zone).astimezone(UTC)
 
@@ -125,7 +130,7 @@ def query_events(
         ActivityEvent(
             id=r[0],
             type=r[1],
-            ts=r[2],
+            ts=_utc(r[2]),
             user_id=r[3],
             object_type=r[4] or None,
             object_id=r[5],

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from urllib.parse import quote
@@ -61,6 +62,7 @@ class DevStack:
         self.clickhouse_port = clickhouse_port or free_port()
         self.api_port = api_port or free_port()
         self.logs = self.data_dir / "logs"
+        self.ready_file = self.data_dir / "worker.ready"
         self.broker: EmbeddedBroker | None = None
         self.clickhouse: EmbeddedClickHouse | None = None
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -94,6 +96,7 @@ class DevStack:
             ANALYTICS_KAFKA_SESSION_TIMEOUT_SECONDS="6",
             ANALYTICS_CLICKHOUSE_URL=self.clickhouse_url,
             ANALYTICS_API_PORT=str(self.api_port),
+            ANALYTICS_WORKER_READY_FILE=str(self.ready_file),
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -128,6 +131,7 @@ class DevStack:
         analyst = self.settings.clickhouse_analyst_user
         print(f"  (analysts: user {analyst!r}, read-only, database {self.database!r})", flush=True)
         cmd = [sys.executable, "-m", "forum_analytics"]
+        self.ready_file.unlink(missing_ok=True)
         self.children.append(
             ("worker", spawn([*cmd, "worker"], env=self._env(), log_path=self.logs / "worker.log"))
         )
@@ -136,6 +140,7 @@ class DevStack:
         )
         base = f"http://127.0.0.1:{self.api_port}"
         self._wait_http(f"{base}/healthz", "api")
+        self._wait_for(self.ready_file.exists, "worker", timeout=60)
         print(f"  API             {base}/analytics/", flush=True)
         print(f"  Activity (JSON) {base}{ACTIVITY_PATH}")
         print(f"  API docs        {base}/docs")
@@ -143,16 +148,23 @@ class DevStack:
         print(token, flush=True)
 
     def _wait_http(self, url: str, name: str, timeout: float = 30.0) -> None:
+        def answers() -> bool:
+            try:
+                return httpx.get(url, timeout=1.0).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        self._wait_for(answers, name, timeout)
+
+    def _wait_for(self, ready: Callable[[], bool], name: str, timeout: float) -> None:
+        """Poll `ready` while checking that no child died; fail after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_children()
-            try:
-                if httpx.get(url, timeout=1.0).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
+            if ready():
+                return
             time.sleep(0.2)
-        raise RuntimeError(f"{name} did not answer at {url} within {timeout:.0f}s; see {self.logs}")
+        raise RuntimeError(f"{name} was not ready within {timeout:.0f}s; see {self.logs}")
 
     def _check_children(self) -> None:
         for name, proc in self.children:

@@ -12,6 +12,7 @@ import re
 import zoneinfo
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -64,6 +65,9 @@ class Settings(BaseSettings):
     clickhouse_url: str = "http://default:@127.0.0.1:8123/forum_analytics"
     clickhouse_analyst_user: str = "analyst"
     clickhouse_analyst_password: str = ""
+
+    # Worker
+    worker_ready_file: Path | None = None  # created when the worker is ready, removed at exit
 
     # Worker batching
     batch_max_events: int = Field(default=5000, ge=1, le=1_000_000)

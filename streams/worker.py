@@ -177,6 +177,8 @@ class IngestWorker:
             self.exit_code = max(self.exit_code, code)
         finally:
             self.sink.close()
+            if self.settings.worker_ready_file is not None:
+                self.settings.worker_ready_file.unlink(missing_ok=True)
         log.info(
             "worker stopped: %d messages, %d events written, %d dead-lettered",
             self.stats.messages,
@@ -216,6 +218,13 @@ class _GuardedWorker(faust.Worker):
     def __init__(self, owner: IngestWorker, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._owner = owner
+
+    async def on_startup_finished(self) -> None:
+        """Partitions assigned and recovery done: tell a supervisor through the ready file."""
+        await super().on_startup_finished()
+        ready = self._owner.settings.worker_ready_file
+        if ready is not None:
+            ready.write_text(f"{os.getpid()}\n")
 
     def _schedule_shutdown(self, signum: signal.Signals) -> None:
         self._owner.sink.stop()  # a write retrying against a dead ClickHouse gives up

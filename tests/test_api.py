@@ -120,6 +120,8 @@ def test_filters(client: TestClient, db_url: str) -> None:
 
     base = "/analytics/activity"
     assert ids(f"{base}/any-content-posted/all-content/all-users/all-time/") == ["c", "a"]
+    page = client.get(f"{base}/all-activity/all-content/user:2/all-time/", headers=_bearer(token))
+    assert page.json()["events"][0]["ts"] == "2026-03-02T12:00:00Z"  # explicit UTC
     assert ids(f"{base}/all-activity/thread:10/all-users/all-time/") == ["b", "a"]
     assert ids(f"{base}/all-activity/all-content/user:1/all-time/") == ["c", "a"]
     assert ids(f"{base}/all-activity/all-content/all-users/2026-03-02..2026-03-02/") == ["b"]

@@ -46,6 +46,7 @@ def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
         assert token.startswith("fa_")
         bootstrap = re.search(r"Kafka \(Tansu\)\s+(\S+)", out).group(1)  # type: ignore[union-attr]
         api = re.search(r"API\s+(http://\S+)/analytics/", out).group(1)  # type: ignore[union-attr]
+        assert (tmp_path / "data" / "worker.ready").exists()  # "up" means the worker joined
         children = descendants(proc.pid)
         assert len(children) >= 4, children  # broker, ClickHouse, worker, API
 
@@ -72,6 +73,7 @@ def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
     assert elapsed < 15, f"took {elapsed:.1f}s to stop"
     assert alive_pids(children) == [], "dev left processes behind"
     assert "stopped." in _output(log)
+    assert not (tmp_path / "data" / "worker.ready").exists()
 
 
 def test_dev_reports_a_taken_port_clearly(tmp_path: Path) -> None:
