@@ -43,8 +43,8 @@ def _settings() -> Settings:
 
 
 @contextmanager
-def _clickhouse_errors(command: str) -> Iterator[None]:
-    """Report ClickHouse being unreachable or refusing, in one line, with exit code 1."""
+def _clickhouse_errors(command: str, code: int = 1) -> Iterator[None]:
+    """Report ClickHouse being unreachable or refusing, in one line, with exit code `code`."""
     from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)  # we say it once, below
@@ -58,10 +58,10 @@ def _clickhouse_errors(command: str) -> Iterator[None]:
             f"{command}: cannot reach ClickHouse at {parts.hostname}:{parts.port}: {reason}",
             err=True,
         )
-        raise typer.Exit(1) from None
+        raise typer.Exit(code) from None
     except ClickHouseError as exc:
         typer.echo(f"{command}: ClickHouse error: {_first_line(exc)}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(code) from None
 
 
 def _first_line(exc: Exception) -> str:
@@ -228,6 +228,62 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The id shown by 
         typer.echo(f"no active token with id {token_id!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {token_id}")
+
+
+@app.command()
+def verify(
+    from_day: Annotated[
+        str | None, typer.Option("--from", help="First day (YYYY-MM-DD, in the time zone).")
+    ] = None,
+    to_day: Annotated[str | None, typer.Option("--to", help="Last day, inclusive.")] = None,
+    limit: Annotated[
+        int, typer.Option(min=0, help="Print at most N differences (all are counted).")
+    ] = 50,
+    silent: Silent = False,
+) -> None:
+    """Recompute sessions and summaries from `events`; print every difference.
+
+    Exit codes: 0 no difference, 1 differences, 2 bad arguments, 3 ClickHouse unreachable.
+    """
+    from datetime import date
+
+    from clickhouse.client import connect
+    from clickhouse.verify import verify as run_verify
+
+    def day(option: str, value: str | None) -> date | None:
+        if value is None:
+            return None
+        # date.fromisoformat also takes 20260301 and 2026-W09; the contract is YYYY-MM-DD only.
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                pass
+        typer.echo(f"verify: {option} must be a date like 2026-03-01, not {value!r}", err=True)
+        raise typer.Exit(2)
+
+    first, last = day("--from", from_day), day("--to", to_day)
+    if first and last and first > last:
+        typer.echo(f"verify: --from {first} is after --to {last}", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+
+    def progress(message: str) -> None:
+        if not silent:
+            typer.echo(message, err=True)
+
+    with _clickhouse_errors("verify", code=3):
+        client = connect(settings.clickhouse_url)
+        try:
+            report = run_verify(client, settings, first, last, limit=limit, progress=progress)
+        finally:
+            client.close()
+    shown = report.differences[:limit]
+    for difference in shown:
+        typer.echo(str(difference))
+    more = f"; {len(shown)} shown (--limit {limit})" if len(shown) < report.total else ""
+    typer.echo(report.summary() + more)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def main() -> None:

@@ -102,3 +102,10 @@ def test_commands_report_an_unreachable_clickhouse_in_one_line() -> None:
     assert result.stderr.startswith("migrate: cannot reach ClickHouse at 127.0.0.1:")
     assert "Connection refused" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_verify_says_when_clickhouse_is_unreachable_apart_from_differences() -> None:
+    env = {"ANALYTICS_CLICKHOUSE_URL": f"http://default:@127.0.0.1:{free_port()}/x"}
+    result = _cli("verify", "--silent", env=env)
+    assert result.returncode == 3
+    assert result.stderr.startswith("verify: cannot reach ClickHouse")
