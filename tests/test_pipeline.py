@@ -198,20 +198,26 @@ def test_sdk_and_plain_kafka_events_reach_clickhouse_and_the_api(pipeline: Pipel
     assert [e["id"] for e in page["events"]] == [e.id for e in reversed(plain)]
 
 
-def _read_dlq(pipe: Pipeline, expected: int) -> list[tuple[bytes, dict[str, bytes]]]:
-    async def read() -> list[tuple[bytes, dict[str, bytes]]]:
+def _read_topic(pipe: Pipeline, topic: str, expected: int | None = None) -> list[Any]:
+    """Every record of `topic` from the start: until `expected` arrived (60 s at most), or,
+    with no `expected`, until a poll finds nothing more. Reads by offset, not by ListOffsets,
+    which Tansu answers wrongly for batched writes (risks.md §4.2)."""
+
+    async def read() -> list[Any]:
         consumer = AIOKafkaConsumer(bootstrap_servers=pipe.bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            parts = [TopicPartition(pipe.dlq_topic, p) for p in range(PARTITIONS)]
+            parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
-            out: list[tuple[bytes, dict[str, bytes]]] = []
+            out: list[Any] = []
             deadline = time.monotonic() + 60
-            while len(out) < expected and time.monotonic() < deadline:
-                batches = await consumer.getmany(timeout_ms=500)
+            while time.monotonic() < deadline and (expected is None or len(out) < expected):
+                batches = await consumer.getmany(timeout_ms=1000)
+                if not batches and expected is None:
+                    break
                 for records in batches.values():
-                    out += [(r.value, dict(r.headers)) for r in records]
+                    out += records
             return out
         finally:
             await consumer.stop()
@@ -236,8 +242,8 @@ def test_bad_input_is_dead_lettered_and_the_worker_goes_on(pipeline: Pipeline) -
     messages = [(b"2001", value, partition) for value in bad]
     messages.append((b"2001", good.to_json(), partition))
     asyncio.run(_send_raw(pipeline.bootstrap, pipeline.events_topic, messages))
-    dead = _read_dlq(pipeline, expected=len(bad))
-    by_value = dict(dead)
+    dead = _read_topic(pipeline, pipeline.dlq_topic, expected=len(bad))
+    by_value = {r.value: dict(r.headers) for r in dead}
     assert set(by_value) == set(bad)  # the original bytes, each exactly once
     for value, fragment in bad.items():
         assert fragment in by_value[value]["reason"].decode()
@@ -286,25 +292,11 @@ def _committed(pipe: Pipeline) -> dict[int, int]:
 
 
 def _next_offsets(pipe: Pipeline) -> dict[int, int]:
-    """Last offset + 1 per partition of the events topic, read from the records themselves
-    (Tansu's ListOffsets answer is wrong for batched writes, risks.md §4.2)."""
-
-    async def read() -> dict[int, int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=pipe.bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            parts = [TopicPartition(pipe.events_topic, p) for p in range(PARTITIONS)]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            ends = dict.fromkeys(range(PARTITIONS), 0)
-            while batches := await consumer.getmany(timeout_ms=1000):
-                for tp, records in batches.items():
-                    ends[tp.partition] = records[-1].offset + 1
-            return ends
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+    """Last offset + 1 per partition of the events topic."""
+    ends = dict.fromkeys(range(PARTITIONS), 0)
+    for record in _read_topic(pipe, pipe.events_topic):
+        ends[record.partition] = max(ends[record.partition], record.offset + 1)
+    return ends
 
 
 def test_offsets_are_committed_only_after_clickhouse_acknowledged(
