@@ -288,6 +288,9 @@ def verify(
 
 def main() -> None:
     """Console entry point."""
+    from forum_analytics.processes import die_with_parent_if_asked
+
+    die_with_parent_if_asked()
     app()
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+PARENT_PID_ENV = "FORUM_ANALYTICS_PARENT_PID"
 
 
 def die_with_parent(parent_pid: int | None = None) -> None:
@@ -28,21 +29,34 @@ def die_with_parent(parent_pid: int | None = None) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def die_with_parent_if_asked() -> None:
+    """In a process started by `spawn` (a Python entry point), tie its life to the parent's.
+
+    Done by the child at start-up rather than in `preexec_fn`, which is unsafe in a parent
+    that runs threads.
+    """
+    parent = os.environ.pop(PARENT_PID_ENV, None)
+    if parent and parent.isdigit():
+        die_with_parent(int(parent))
+
+
 def spawn(
     args: Sequence[str], *, env: dict[str, str] | None = None, log_path: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `args` in its own session (the terminal's Ctrl-C reaches only the parent,
-    which stops children in order), tied to the parent's life, output to `log_path`."""
+    """Start a `forum-analytics` command in its own session (the terminal's Ctrl-C reaches only
+    the parent, which stops children in order), tied to the parent's life (the child calls
+    `die_with_parent_if_asked`), output to `log_path`."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    child_env = dict(os.environ if env is None else env)
+    child_env[PARENT_PID_ENV] = str(os.getpid())  # the child calls die_with_parent() itself
     try:
         return subprocess.Popen(
             list(args),
-            env=env,
+            env=child_env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads yet at spawn time
         )
     finally:
         if log_path:

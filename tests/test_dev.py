@@ -94,3 +94,23 @@ def test_dev_reports_a_taken_port_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "could not start" in proc.stderr and str(port) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_no_orphans_even_when_dev_is_killed(tmp_path: Path) -> None:
+    """SIGKILL gives dev no chance to clean up: its children must end by themselves."""
+    log = tmp_path / "dev.log"
+    args = ["dev", "--data-dir", str(tmp_path / "data")]
+    args += ["--kafka-port", "0", "--clickhouse-port", "0", "--api-port", "0"]
+    proc = start_cli(args, {}, log)
+    try:
+        wait_until(
+            lambda: "Stack is up" in _output(log) or proc.poll() is not None,
+            timeout=120,
+            what="the dev stack",
+        )
+        children = descendants(proc.pid)
+        assert len(children) >= 4, _output(log)
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_until(lambda: not alive_pids(children), timeout=30, what="the children to exit")
