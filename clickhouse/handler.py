@@ -30,12 +30,14 @@ from clickhouse.errors import (
     NOT_IMPLEMENTED,
     READONLY,
     SYNTAX_ERROR,
+    TOO_MANY_SIMULTANEOUS_QUERIES,
     UNKNOWN_EXCEPTION,
     ClickHouseError,
 )
 from clickhouse.http_protocol import (
     HTTP_LAYER_SETTINGS,
     HeaderMap,
+    Plan,
     RequestBody,
     RequestParams,
     content_type_for,
@@ -54,6 +56,7 @@ log = logging.getLogger("clickhouse.server")
 KEEP_ALIVE_SECONDS = 30
 _GET_ALLOWED_CONTROL = ("SET", "USE")
 _PING_ROUTES = ("/ping", "/replicas_status")
+DEFAULT_MAX_CONCURRENT_QUERIES = 100
 
 
 class ClickHouseHTTPServer(ThreadingHTTPServer):
@@ -64,9 +67,17 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
     request_queue_size = 128  # the stdlib's 5 refuses connections when clients burst
 
     def __init__(
-        self, address: tuple[str, int], engine: Engine, users: Mapping[str, UserSpec]
+        self,
+        address: tuple[str, int],
+        engine: Engine,
+        users: Mapping[str, UserSpec],
+        max_concurrent_queries: int = DEFAULT_MAX_CONCURRENT_QUERIES,
     ) -> None:
         super().__init__(address, Handler)
+        # Each query holds a thread and a chDB connection: bound them, as clickhouse-server's
+        # max_concurrent_queries does, instead of letting a burst exhaust the machine.
+        self.max_concurrent_queries = max_concurrent_queries
+        self.query_slots = threading.BoundedSemaphore(max_concurrent_queries)
         self.engine = engine
         self.users = dict(users)
         self.display_name = socket.gethostname()
@@ -241,6 +252,18 @@ class Handler(BaseHTTPRequestHandler):
             session_timeout=params.session_timeout,
             session_check=params.session_check,
         )
+        if not self.server.query_slots.acquire(blocking=False):
+            raise ClickHouseError(
+                TOO_MANY_SIMULTANEOUS_QUERIES,
+                f"Too many simultaneous queries. Maximum: {self.server.max_concurrent_queries}",
+            )
+        try:
+            return self._run(plan, params, scope)
+        finally:
+            self.server.query_slots.release()
+
+    def _run(self, plan: Plan, params: RequestParams, scope: RequestScope) -> int:
+        """Run one authenticated, planned query in a chDB connection of its own."""
         with self.server.engine.connection(scope) as conn:
             kind = "MUTATING"  # the INSERT header alone does not parse; it is one statement
             if not plan.sql.strip(b" \t\r\n;"):

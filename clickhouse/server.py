@@ -27,7 +27,7 @@ from types import FrameType
 
 from clickhouse.auth import DEFAULT_USERS, UserSpec
 from clickhouse.engine import Engine
-from clickhouse.handler import ClickHouseHTTPServer
+from clickhouse.handler import DEFAULT_MAX_CONCURRENT_QUERIES, ClickHouseHTTPServer
 from forum_analytics.processes import die_with_parent
 
 log = logging.getLogger("clickhouse.server")
@@ -112,10 +112,10 @@ def _open_engine(path: Path) -> Engine:
 
 
 def _bind(
-    host: str, port: int, engine: Engine, users: Mapping[str, UserSpec]
+    host: str, port: int, engine: Engine, users: Mapping[str, UserSpec], max_queries: int
 ) -> ClickHouseHTTPServer:
     try:
-        return ClickHouseHTTPServer((host, port), engine, users)
+        return ClickHouseHTTPServer((host, port), engine, users, max_queries)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise AddressInUse(f"cannot listen on {host}:{port}: address already in use") from None
@@ -145,6 +145,7 @@ def serve(
     host: str = "127.0.0.1",
     users: Mapping[str, UserSpec] | None = None,
     stop: threading.Event | None = None,
+    max_concurrent_queries: int = DEFAULT_MAX_CONCURRENT_QUERIES,
 ) -> bool:
     """Serve the chDB database in ``path`` over ClickHouse's HTTP interface until stopped.
 
@@ -166,7 +167,7 @@ def serve(
     try:
         engine = _open_engine(path)
         try:
-            server = _bind(host, port, engine, users or DEFAULT_USERS)
+            server = _bind(host, port, engine, users or DEFAULT_USERS, max_concurrent_queries)
             finished = _run_until_stopped(server, engine, stop)
         finally:
             engine.close()
@@ -235,6 +236,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
+        "--max-concurrent-queries",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_QUERIES,
+        help="queries running at once; more are refused with code 202, as ClickHouse does",
+    )
+    parser.add_argument(
         "--parent-pid",
         type=int,
         default=None,
@@ -265,7 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.parent_pid is not None:
         die_with_parent(args.parent_pid)
     try:
-        serve(args.path, args.port, args.host, users)
+        serve(
+            args.path,
+            args.port,
+            args.host,
+            users,
+            max_concurrent_queries=args.max_concurrent_queries,
+        )
     except ServerStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
