@@ -29,8 +29,8 @@ def _send(bootstrap: str, event: Event) -> None:
     asyncio.run(send())
 
 
-def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
-    log = tmp_path / "dev.log"
+def _start_dev(tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`forum-analytics dev` on free ports; returns once it says the stack is up (or died)."""
     args = ["dev", "--data-dir", str(tmp_path / "data")]
     args += ["--kafka-port", "0", "--clickhouse-port", "0", "--api-port", "0"]
     proc = start_cli(args, {}, log)
@@ -40,6 +40,17 @@ def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
             timeout=120,
             what="the dev stack",
         )
+    except AssertionError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def test_dev_stack_runs_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:
+    log = tmp_path / "dev.log"
+    proc = _start_dev(tmp_path, log)
+    try:
         out = _output(log)
         assert proc.poll() is None, out
         token = out.strip().splitlines()[-1]
@@ -99,15 +110,8 @@ def test_dev_reports_a_taken_port_clearly(tmp_path: Path) -> None:
 def test_no_orphans_even_when_dev_is_killed(tmp_path: Path) -> None:
     """SIGKILL gives dev no chance to clean up: its children must end by themselves."""
     log = tmp_path / "dev.log"
-    args = ["dev", "--data-dir", str(tmp_path / "data")]
-    args += ["--kafka-port", "0", "--clickhouse-port", "0", "--api-port", "0"]
-    proc = start_cli(args, {}, log)
+    proc = _start_dev(tmp_path, log)
     try:
-        wait_until(
-            lambda: "Stack is up" in _output(log) or proc.poll() is not None,
-            timeout=120,
-            what="the dev stack",
-        )
         children = descendants(proc.pid)
         assert len(children) >= 4, _output(log)
     finally:
