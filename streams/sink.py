@@ -116,7 +116,6 @@ class EventSink:
         self._stopping = threading.Event()
         self._max_backoff = max_backoff_seconds
         self._max_refusals = max_refusals
-        self.rows_written = 0
 
     def stop(self) -> None:
         """Make a retrying write give up (raising `SinkStopped`) and release the client."""
@@ -144,7 +143,6 @@ class EventSink:
         while True:
             try:
                 self._insert(rows, token)
-                self.rows_written += len(rows)
                 return
             except OperationalError as exc:  # unreachable, timeouts: wait for it to return
                 log.warning("ClickHouse unavailable (%s); retrying in %.1fs", exc, backoff)

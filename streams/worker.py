@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -46,7 +46,6 @@ class WorkerStats:
     events: int = 0
     dead_lettered: int = 0
     batches: int = 0
-    dlq_reasons: dict[str, int] = field(default_factory=dict)
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -154,8 +153,6 @@ class IngestWorker:
             }
             fut = await self.dlq_topic.send(key=message.key, value=raw, headers=headers)
             futures.append(fut)
-            kind = reason.split(":", 1)[0]
-            self.stats.dlq_reasons[kind] = self.stats.dlq_reasons.get(kind, 0) + 1
         if futures:
             await asyncio.gather(*futures)  # delivered before the batch is acknowledged
             self.stats.dead_lettered += len(futures)
@@ -180,8 +177,9 @@ class IngestWorker:
             if self.settings.worker_ready_file is not None:
                 self.settings.worker_ready_file.unlink(missing_ok=True)
         log.info(
-            "worker stopped: %d messages, %d events written, %d dead-lettered",
+            "worker stopped: %d messages in %d batches, %d events written, %d dead-lettered",
             self.stats.messages,
+            self.stats.batches,
             self.stats.events,
             self.stats.dead_lettered,
         )
