@@ -250,6 +250,22 @@ class UserState:
         self._hi = array("Q", [self._hi[i] for i in keep])
         self._rest = array("Q", [self._rest[i] for i in keep])
 
+    def restore_sessions(self, sessions: Sequence[Session]) -> int:
+        """Put back forgotten sessions, read again from the raw events, so that a very late
+        event is applied against them (see "Eviction and the horizon"); returns how many.
+
+        Only sessions that end more than the timeout before every kept one are taken: the
+        forgotten ones are a prefix, and anything nearer is a kept session seen again.
+        Their ids are not put back: an event that could repeat one is beyond the horizon
+        too, and its caller checks it against the raw events.
+        """
+        timeout = self.config.timeout_ms
+        first = self.sessions[0].start_ms if self.sessions else None
+        back = [s for s in sessions if first is None or s.last_ms + timeout < first]
+        if back:
+            self.sessions = sorted(back + self.sessions, key=_START)
+        return len(back)
+
     def is_empty(self) -> bool:
         """No sessions and no ids: only `forgotten_ms` and `last_applied` are left."""
         return not self.sessions and not self._hi

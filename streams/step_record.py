@@ -1,0 +1,103 @@
+"""The step record: one Kafka record that makes a partition's step durable before ClickHouse.
+
+Writing a step touches several ClickHouse tables and many user entries, and a crash can stop it
+anywhere. The worker therefore first writes one record per step, under the partition's own key
+in the state table's changelog, holding what the step read (its events and marks) and what it
+must write (the hour and session rows), and waits until Kafka has it. Only then does it insert
+the rows (each table's insert named `<table>:<topic>:<partition>:<seq>`, so a repeat is dropped
+by ClickHouse), write the changed user entries to the changelog, and acknowledge the messages.
+
+After a crash the last record is all that is needed: its rows are inserted again (a no-op where
+they landed), its events are applied again to the entries that do not have them yet (each
+entry's `last_applied` tells), and messages up to its end offset are skipped. No step depends on
+how Kafka happens to batch the messages it redelivers.
+
+A record is orjson, compressed with LZ4; a step is capped in events so that it stays far below
+Kafka's default 1 MB record limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+
+import lz4.frame
+import orjson
+
+from streams.events import Event, EventType
+from streams.partition_processor import HourRow, PartitionMark, Positioned, SessionRow, Step
+from streams.sessionizer import Session
+
+__all__ = ["StepRecord", "partition_key"]
+
+_VERSION: Final = 1
+
+
+def partition_key(partition: int) -> bytes:
+    """The table key of a partition's step record; user keys are decimal ids, so no clash."""
+    return f"~partition:{partition}".encode()
+
+
+class StepRecord(NamedTuple):
+    """A step as stored: enough to replay it and to write its rows again."""
+
+    partition: int
+    before: PartitionMark
+    mark: PartitionMark
+    events: list[Positioned]
+    hours: list[HourRow]
+    sessions: list[SessionRow]
+
+    @classmethod
+    def of(cls, step: Step) -> StepRecord:
+        return cls(step.partition, step.before, step.mark, step.events, step.hours, step.sessions)
+
+    def to_bytes(self) -> bytes:
+        body = {
+            "v": _VERSION,
+            "p": self.partition,
+            "before": list(self.before),
+            "mark": list(self.mark),
+            "events": [_event_out(item) for item in self.events],
+            "hours": [[r.user_id, r.hour_ms, list(r.values)] for r in self.hours],
+            "sessions": [[*r.session, r.sign] for r in self.sessions],
+        }
+        return bytes(lz4.frame.compress(orjson.dumps(body)))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StepRecord:
+        """Restore a record; `ValueError` for a damaged one or another format version."""
+        try:
+            body = orjson.loads(lz4.frame.decompress(data))
+        except (RuntimeError, orjson.JSONDecodeError) as exc:
+            raise ValueError(f"unreadable step record: {exc}") from exc
+        if body.get("v") != _VERSION:
+            raise ValueError(f"step record format {body.get('v')}; this code reads {_VERSION}")
+        return cls(
+            body["p"],
+            PartitionMark(*body["before"]),
+            PartitionMark(*body["mark"]),
+            [_event_in(row) for row in body["events"]],
+            [HourRow(u, h, tuple(v)) for u, h, v in body["hours"]],
+            [SessionRow(Session(*row[:-1]), row[-1]) for row in body["sessions"]],
+        )
+
+
+def _event_out(item: Positioned) -> list[Any]:
+    """What replaying needs of an event: its position and the fields sessions and hours use."""
+    e = item.event
+    return [
+        item.offset,
+        item.element,
+        item.received_at_ms,
+        e.id,
+        str(e.type),
+        e.ts_ms,
+        e.user_id,
+        e.ip,
+        e.user_agent,
+    ]
+
+
+def _event_in(row: list[Any]) -> Positioned:
+    offset, element, received, event_id, kind, ts, user, ip, agent = row
+    return Positioned(Event(event_id, EventType(kind), ts, user, ip, agent), offset, element, received)
