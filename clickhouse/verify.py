@@ -82,8 +82,8 @@ _COUNTED_TYPES: Final[dict[str, tuple[str, ...]]] = {
 SUMMARY_FIELDS: Final = (*_COUNTED_TYPES, "num_events", "time_on_site")
 """The compared columns of both summary tables, in table order."""
 
-#: Optional column (streams/hourly.py computes it; no migration has it yet): sessions whose
-#: first event falls in the hour. Compared in each summary table that has the column.
+#: Sessions whose first event falls in the hour (migration 0004). Compared in each summary
+#: table that has the column, so a database migrated before 0004 can still be checked.
 _STARTED: Final = "num_sessions_started"
 
 #: Compared session columns. `rows` is the number of live (uncancelled) row versions for the

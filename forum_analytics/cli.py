@@ -286,6 +286,22 @@ def verify(
     raise typer.Exit(0 if report.ok else 1)
 
 
+@app.command()
+def bench(
+    events: Annotated[int, typer.Option(min=1000, help="Events to send.")] = 100_000,
+    users: Annotated[int, typer.Option(min=1, help="Distinct users.")] = 2_000,
+    quick: Annotated[bool, typer.Option(help="20,000 events: a smoke run.")] = False,
+) -> None:
+    """Measure the worker's events/s against a raw consumer that only decodes, in one run.
+
+    Starts its own broker and ClickHouse in a temporary directory; prints a Markdown table.
+    """
+    from forum_analytics.bench import run_bench
+
+    result = run_bench(20_000 if quick else events, users)
+    typer.echo(result.table())
+
+
 def main() -> None:
     """Console entry point."""
     from forum_analytics.processes import die_with_parent_if_asked

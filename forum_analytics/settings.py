@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # Semantics
     session_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
     grace_minutes: int = Field(default=10, ge=0, le=24 * 60)
+    # How long a worker keeps a user's final sessions and event ids in memory for late events;
+    # a later event is still exact, at the cost of reading the user's history from ClickHouse.
+    state_retention_hours: float = Field(default=6.0, ge=0, le=24 * 30)
     time_zone: str = "UTC"
     named_segments: list[dict[str, Any]] = Field(default_factory=list)
     default_segment: dict[str, Any] | None = None

@@ -186,7 +186,9 @@ class PartitionProcessor:
             )
         end = max((item.offset for item in events), default=before.end_offset)
         horizon = self._horizon(before.horizon_ms, w)
-        step = Step(self.partition, before, PartitionMark(before.seq + 1, end, w, horizon), list(events))
+        step = Step(
+            self.partition, before, PartitionMark(before.seq + 1, end, w, horizon), list(events)
+        )
         added = self._apply(step, history)
         self._settle(step, added)
         self.mark = step.mark
@@ -330,4 +332,3 @@ class PartitionProcessor:
             deadlines.append(self._session_deadline(sessions[0]) + self.config.retention_ms + 1)
         if deadlines:
             heapq.heappush(self._deadlines, (min(deadlines), entry.user_id))
-

@@ -1,10 +1,12 @@
-"""Writes validated events to ClickHouse in batches, idempotently, off the event loop.
+"""Writes to ClickHouse in batches, idempotently, off the event loop.
 
-The worker acknowledges a batch's Kafka offsets only after `EventSink.write` returned, so
-every committed offset is covered by rows ClickHouse acknowledged. A retry of the same
-batch carries the same `insert_deduplication_token` and is dropped by ClickHouse; a
-redelivery after a crash (other batch boundaries) is collapsed by the `events` table's
-ReplacingMergeTree on the event id.
+The worker acknowledges a batch's Kafka offsets only after its inserts returned, so every
+committed offset is covered by rows ClickHouse acknowledged. Every insert carries an
+`insert_deduplication_token` that names its content, so a retry is dropped by ClickHouse.
+Raw events are named by their Kafka positions: a redelivery after a crash (other batch
+boundaries) may insert an event again, and the `events` table's ReplacingMergeTree collapses
+the copies; `verify` and the worker both take the first copy of an id. Summary rows are named
+by the step that produced them (streams.step_record).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
@@ -24,6 +27,8 @@ from clickhouse.client import WRITER_SETTINGS, connect
 from streams.events import Event, ms_to_datetime
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EVENT_COLUMNS = (
     "id",
@@ -95,12 +100,15 @@ def dedup_token(table: str, items: Sequence[SourcedEvent]) -> str:
     )
 
 
-class EventSink:
-    """Batched, retried inserts into `events` on a dedicated thread.
+class ClickHouseSink:
+    """Idempotent, retried ClickHouse calls on one dedicated thread.
 
     `clickhouse-connect` is synchronous; running it on its own thread keeps the Faust
     event loop free for heartbeats and fetches while an insert is in flight
-    (anchors.md §5.5 item 13).
+    (anchors.md §5.5 item 13). Everything the worker asks of ClickHouse goes through
+    `retrying`: while ClickHouse is unreachable it waits with a growing backoff (the worker
+    holds its batch meanwhile, and Faust stops fetching once its buffers are full, so memory
+    stays bounded); a statement ClickHouse refuses five times stops the worker (`SinkFailed`).
     """
 
     def __init__(
@@ -118,7 +126,7 @@ class EventSink:
         self._max_refusals = max_refusals
 
     def stop(self) -> None:
-        """Make a retrying write give up (raising `SinkStopped`) and release the client."""
+        """Make a retrying call give up (raising `SinkStopped`)."""
         self._stopping.set()
 
     def close(self) -> None:
@@ -127,44 +135,56 @@ class EventSink:
         if self._client is not None:
             self._client.close()
 
-    async def write(self, items: Sequence[SourcedEvent]) -> None:
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the sink's thread (where it may call `retrying`)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
+    async def write_events(self, items: Sequence[SourcedEvent]) -> None:
         """Insert `items`, one insert per Kafka partition; return once ClickHouse acked all."""
         by_partition: dict[tuple[str, int], list[SourcedEvent]] = {}
         for item in items:
             by_partition.setdefault((item.topic, item.partition), []).append(item)
-        loop = asyncio.get_running_loop()
         for part in by_partition.values():
-            await loop.run_in_executor(self._executor, self._insert_with_retries, part)
+            rows = [to_row(item) for item in part]
+            await self.run(
+                partial(self.insert, "events", EVENT_COLUMNS, rows, dedup_token("events", part))
+            )
 
-    def _insert_with_retries(self, items: list[SourcedEvent]) -> None:
-        token = dedup_token("events", items)
-        rows = [to_row(item) for item in items]
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], token: str
+    ) -> None:
+        """Insert one block under `token`, so that a repeat of it is dropped by ClickHouse."""
+        if not rows:
+            return
+        settings = {"insert_deduplication_token": token}
+        self.retrying(
+            lambda client: client.insert(
+                table, rows, column_names=list(columns), settings=settings
+            ),
+            f"the batch {token}",
+        )
+
+    def retrying(self, call: Callable[[Client], T], what: str) -> T:
+        """Run `call` with the sink's client, retried as the class docstring says; sink thread
+        only."""
         backoff, refusals = 0.25, 0
         while True:
             try:
-                self._insert(rows, token)
-                return
+                if self._client is None:
+                    self._client = connect(self._url, settings=WRITER_SETTINGS)
+                return call(self._client)
             except OperationalError as exc:  # unreachable, timeouts: wait for it to return
                 log.warning("ClickHouse unavailable (%s); retrying in %.1fs", exc, backoff)
             except DatabaseError as exc:  # refused: retry a few times, then give up
                 refusals += 1
                 if refusals >= self._max_refusals:
-                    raise SinkFailed(f"ClickHouse refused the batch {token}: {exc}") from exc
-                log.warning("ClickHouse refused a batch (%s); retrying in %.1fs", exc, backoff)
+                    raise SinkFailed(f"ClickHouse refused {what}: {exc}") from exc
+                log.warning("ClickHouse refused %s (%s); retrying in %.1fs", what, exc, backoff)
             self._drop_client()
             if self._stopping.wait(backoff):
-                raise SinkStopped(f"stopped while retrying batch {token}")
+                raise SinkStopped(f"stopped while retrying {what}")
             backoff = min(backoff * 2, self._max_backoff)
-
-    def _insert(self, rows: list[list[Any]], token: str) -> None:
-        if self._client is None:
-            self._client = connect(self._url, settings=WRITER_SETTINGS)
-        self._client.insert(
-            "events",
-            rows,
-            column_names=list(EVENT_COLUMNS),
-            settings={"insert_deduplication_token": token},
-        )
 
     def _drop_client(self) -> None:
         if self._client is not None:

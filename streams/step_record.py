@@ -12,15 +12,15 @@ they landed), its events are applied again to the entries that do not have them 
 entry's `last_applied` tells), and messages up to its end offset are skipped. No step depends on
 how Kafka happens to batch the messages it redelivers.
 
-A record is orjson, compressed with LZ4; a step is capped in events so that it stays far below
-Kafka's default 1 MB record limit.
+A record is orjson, compressed with zlib (level 1); a step is capped in events so that it stays
+far below Kafka's default 1 MB record limit.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Final, NamedTuple
 
-import lz4.frame
 import orjson
 
 from streams.events import Event, EventType
@@ -61,14 +61,14 @@ class StepRecord(NamedTuple):
             "hours": [[r.user_id, r.hour_ms, list(r.values)] for r in self.hours],
             "sessions": [[*r.session, r.sign] for r in self.sessions],
         }
-        return bytes(lz4.frame.compress(orjson.dumps(body)))
+        return zlib.compress(orjson.dumps(body), 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StepRecord:
         """Restore a record; `ValueError` for a damaged one or another format version."""
         try:
-            body = orjson.loads(lz4.frame.decompress(data))
-        except (RuntimeError, orjson.JSONDecodeError) as exc:
+            body = orjson.loads(zlib.decompress(data))
+        except (zlib.error, orjson.JSONDecodeError) as exc:
             raise ValueError(f"unreadable step record: {exc}") from exc
         if body.get("v") != _VERSION:
             raise ValueError(f"step record format {body.get('v')}; this code reads {_VERSION}")
@@ -100,4 +100,6 @@ def _event_out(item: Positioned) -> list[Any]:
 
 def _event_in(row: list[Any]) -> Positioned:
     offset, element, received, event_id, kind, ts, user, ip, agent = row
-    return Positioned(Event(event_id, EventType(kind), ts, user, ip, agent), offset, element, received)
+    return Positioned(
+        Event(event_id, EventType(kind), ts, user, ip, agent), offset, element, received
+    )

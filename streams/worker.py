@@ -1,11 +1,16 @@
 """The Faust worker: `forum-events` → validate → dead-letter bad input → ClickHouse.
 
-Ordering that makes the pipeline lose nothing:
+Ordering that makes the pipeline lose nothing and count nothing twice:
 1. a batch of Kafka messages is taken without acknowledging them (`noack_take`);
 2. bad messages are sent to `forum-events-dlq` and their delivery awaited;
-3. good events are inserted and ClickHouse's acknowledgement awaited;
-4. only then are the messages acknowledged, so Faust can commit their offsets.
-A crash anywhere before step 4 redelivers the batch; retries are deduplicated (sink.py).
+3. per partition, messages the partition's last step already covered are skipped (a
+   redelivery after a crash), the others' events are inserted into `events` and ClickHouse's
+   acknowledgement awaited;
+4. the partition steps through them: sessions, hours and finality (streams.steps), durable in
+   Kafka and ClickHouse before it returns;
+5. only then are the messages acknowledged, so Faust can commit their offsets.
+A crash anywhere before step 5 redelivers the batch; retries are deduplicated (sink.py,
+streams.step_record). A timer steps idle partitions whose hours the wall clock made final.
 
 An unexpected error in the agent is logged and stops the worker with exit code 1 and a
 watchdog, because a Faust worker whose agent crashed can hang in its shutdown.
@@ -29,13 +34,18 @@ from faust.types import EventT
 
 from forum_analytics.settings import BrokerFlavor, Settings
 from streams.events import decode_message
-from streams.sink import EventSink, SinkFailed, SinkStopped, SourcedEvent
+from streams.partition_processor import Positioned
+from streams.sink import ClickHouseSink, SinkFailed, SinkStopped, SourcedEvent
+from streams.steps import StateMismatch, StepRunner
 from streams.topics import default_topic_specs, ensure_topics
 
 log = logging.getLogger("forum_analytics.worker")
 
 #: Seconds a stopping worker may take before the watchdog ends the process.
 SHUTDOWN_GRACE_SECONDS = 12.0
+
+#: How often idle partitions are checked for hours the wall clock made final.
+IDLE_TICK_SECONDS = 1.0
 
 
 @dataclass
@@ -74,8 +84,9 @@ class IngestWorker:
         self.settings = settings
         self.stats = WorkerStats()
         self.exit_code = 0
-        self.sink = EventSink(settings.clickhouse_url)
+        self.sink = ClickHouseSink(settings.clickhouse_url)
         self.app = faust.App(settings.app_id, **faust_settings(settings))
+        self.steps = StepRunner(settings, self.app, self.sink)
         self.events_topic = self.app.topic(
             settings.topic_events,
             partitions=settings.topic_partitions,
@@ -86,6 +97,7 @@ class IngestWorker:
             settings.topic_events_dlq, key_serializer="raw", value_serializer="raw"
         )
         self.app.agent(self.events_topic, name="ingest-events")(self._agent)
+        self.app.timer(IDLE_TICK_SECONDS, name="idle-partitions")(self._tick)
 
     async def _agent(self, stream: Any) -> None:
         # `stream` is a faust.Stream; Any because faust annotates `noack_take` as yielding
@@ -101,19 +113,30 @@ class IngestWorker:
                     await stream.ack(event)
         except asyncio.CancelledError:
             raise
-        except SinkStopped:
-            log.info(
-                "stopping with a batch ClickHouse has not acknowledged; it will be redelivered"
-            )
-        except SinkFailed as exc:
+        except Exception as exc:
+            self._stop_on(exc, "the ingest agent crashed")
+
+    async def _tick(self, *_: Any) -> None:
+        try:
+            await self.steps.tick()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._stop_on(exc, "stepping idle partitions failed")
+
+    def _stop_on(self, exc: Exception, what: str) -> None:
+        """Stop the worker after an error in the agent or the timer, saying why."""
+        if isinstance(exc, SinkStopped):
+            log.info("stopping with a step ClickHouse has not acknowledged; it will be redone")
+            return
+        if isinstance(exc, SinkFailed | StateMismatch):
             log.error("stopping: %s", exc)
-            self.request_exit(1)
-        except Exception:
-            log.exception("the ingest agent crashed; stopping the worker")
-            self.request_exit(1)
+        else:
+            log.error("%s; stopping the worker", what, exc_info=exc)
+        self.request_exit(1)
 
     async def process(self, batch: Sequence[EventT[bytes]]) -> None:
-        """Validate, dead-letter and write one batch; returns when all of it is durable."""
+        """Validate, dead-letter and step one batch; returns when all of it is durable."""
         good: list[SourcedEvent] = []
         dead: list[tuple[EventT[bytes], bytes, str]] = []
         now_ms = int(time.time() * 1000)
@@ -135,11 +158,22 @@ class IngestWorker:
                 )
             dead.extend((event, err.payload, err.reason) for err in result.errors)
         await self._dead_letter(dead)
-        if good:
-            await self.sink.write(good)
+        async with self.steps.lock:
+            for partition in sorted({e.message.partition for e in batch}):
+                await self._step_partition(partition, good)
         self.stats.messages += len(batch)
         self.stats.events += len(good)
         self.stats.batches += 1
+
+    async def _step_partition(self, partition: int, good: list[SourcedEvent]) -> None:
+        proc = await self.steps.processor(partition)
+        end = proc.mark.end_offset
+        items = [g for g in good if g.partition == partition and g.offset > end]
+        if not items:
+            return
+        await self.sink.write_events(items)
+        positioned = [Positioned(g.event, g.offset, g.index, g.received_at_ms) for g in items]
+        await self.steps.run(partition, positioned)
 
     async def _dead_letter(self, dead: list[tuple[EventT[bytes], bytes, str]]) -> None:
         futures = []
@@ -182,6 +216,17 @@ class IngestWorker:
             self.stats.batches,
             self.stats.events,
             self.stats.dead_lettered,
+        )
+        steps = self.steps.stats
+        log.info(
+            "worker stopped: %d steps wrote %d hour rows and %d session rows; %d duplicate, "
+            "%d late and %d beyond-retention events",
+            steps.steps,
+            steps.hour_rows,
+            steps.session_rows,
+            steps.duplicates,
+            steps.late,
+            steps.beyond_horizon,
         )
         return self.exit_code
 

@@ -286,8 +286,9 @@ def test_a_session_final_exactly_at_the_previous_watermark_is_written_once() -> 
     deadline = T0 + TIMEOUT + GRACE
     first = proc.step([_event(0, T0), _event(1, deadline)], deadline, history)
     assert [r.session.start_ms for r in first.sessions] == [T0]
-    again = proc.step([], deadline + 1, history)
-    assert [r.session.start_ms for r in again.sessions] == []
+    later = deadline + 2 * HOUR  # the user comes back: settled again, `a` not written again
+    again = proc.step([_event(2, later)], later, history)
+    assert [r.session.start_ms for r in again.sessions] == [deadline]
 
 
 def test_an_event_beyond_the_horizon_joins_forgotten_history() -> None:
@@ -310,3 +311,16 @@ def test_an_event_beyond_the_horizon_joins_forgotten_history() -> None:
     ]
     time_on_site = FIELDS.index("time_on_site")
     assert [(r.hour_ms, r.values[time_on_site]) for r in step.hours] == [(T0, 600)]
+
+
+def test_steps_never_split_a_message() -> None:
+    from streams.steps import _whole_messages
+
+    items = [_event(i, T0 + i) for i in range(5)]
+    batched = [item._replace(offset=7, element=i) for i, item in enumerate(items)]
+    chunks = _whole_messages([*items[:2], *batched, items[4]._replace(offset=9)], 2)
+    assert [[(i.offset, i.element) for i in c] for c in chunks] == [
+        [(0, 0), (1, 0)],
+        [(7, 0), (7, 1), (7, 2), (7, 3), (7, 4)],
+        [(9, 0)],
+    ]

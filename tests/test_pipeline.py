@@ -7,11 +7,9 @@ its own user ids so they do not see each other's events.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,75 +28,8 @@ from streams.broker import EmbeddedBroker
 from streams.events import Event, EventType
 from streams.partitioning import partition_for_user
 from streams.producer import EventProducer
-from streams.topics import default_topic_specs, ensure_topics
-from tests.helpers import start_cli, wait_until
-
-PARTITIONS = 3
-
-
-@dataclass
-class Pipeline:
-    """A running worker and the names it uses."""
-
-    env: dict[str, str]
-    db_url: str
-    bootstrap: str
-    events_topic: str
-    dlq_topic: str
-    worker: subprocess.Popen[bytes]
-    log_path: Path
-
-    def count(self, sql: str, **params: Any) -> int:
-        return int(connect(self.db_url).query(sql, parameters=params).result_rows[0][0])
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def _names() -> dict[str, str]:
-    tag = uuid.uuid4().hex[:8]
-    return {
-        "ANALYTICS_APP_ID": f"fa-test-{tag}",
-        "ANALYTICS_TOPIC_EVENTS": f"events-{tag}",
-        "ANALYTICS_TOPIC_EVENTS_DLQ": f"events-dlq-{tag}",
-        "ANALYTICS_TOPIC_USERS": f"users-{tag}",
-        "ANALYTICS_TOPIC_GROUPS": f"groups-{tag}",
-    }
-
-
-def start_pipeline(broker: EmbeddedBroker, ch_port: int, tmp: Path) -> Pipeline:
-    """Migrate a fresh database, create the topics and start a worker process."""
-    names = _names()
-    database = "pipe_" + names["ANALYTICS_APP_ID"].rsplit("-", 1)[1]
-    db_url = f"http://default:@127.0.0.1:{ch_port}/{database}"
-    migrate(db_url, database)
-    specs = default_topic_specs(
-        PARTITIONS,
-        events_topic=names["ANALYTICS_TOPIC_EVENTS"],
-        dlq_topic=names["ANALYTICS_TOPIC_EVENTS_DLQ"],
-        users_topic=names["ANALYTICS_TOPIC_USERS"],
-        groups_topic=names["ANALYTICS_TOPIC_GROUPS"],
-    )
-    asyncio.run(ensure_topics(broker.bootstrap, specs))
-    env = names | {
-        "ANALYTICS_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "ANALYTICS_KAFKA_BROKER_FLAVOR": "tansu",
-        "ANALYTICS_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-        "ANALYTICS_TOPIC_PARTITIONS": str(PARTITIONS),
-        "ANALYTICS_CLICKHOUSE_URL": db_url,
-        "ANALYTICS_BATCH_MAX_SECONDS": "0.2",
-    }
-    log_path = tmp / f"worker-{database}.log"
-    worker = start_cli(["worker"], env, log_path)
-    return Pipeline(
-        env,
-        db_url,
-        broker.bootstrap,
-        names["ANALYTICS_TOPIC_EVENTS"],
-        names["ANALYTICS_TOPIC_EVENTS_DLQ"],
-        worker,
-        log_path,
-    )
+from tests.helpers import wait_until
+from tests.pipeline import PARTITIONS, Pipeline, start_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +243,7 @@ def test_offsets_are_committed_only_after_clickhouse_acknowledged(
     database = pipe.db_url.rsplit("/", 1)[1]
     pipe.db_url = f"http://default:@127.0.0.1:{down_port}/{database}"
     pipe.env["ANALYTICS_CLICKHOUSE_URL"] = pipe.db_url
-    pipe.worker = start_cli(["worker"], pipe.env, pipe.log_path)
+    pipe.worker = pipe.start_worker()
     late_server = EmbeddedClickHouse(tmp_path / "late-ch", port=down_port)
     try:
         events = _events(4001, 40) + _events(4002, 40) + _events(4003, 40)
