@@ -175,7 +175,7 @@ class StepRunner:
                 raise StateMismatch(
                     f"the worker state in {self.table.changelog_topic.get_topic_name()} cannot "
                     f"be used: {exc}. Start the worker under a new ANALYTICS_APP_ID (or delete "
-                    "that topic) and rebuild the summaries from `events` (README, Recovery)."
+                    "that topic) and rebuild the summaries (README, Recovery)."
                 ) from exc
             data[key] = entry  # live objects from now on; the changelog keeps the bytes
             entries[entry.user_id] = entry
