@@ -13,6 +13,8 @@ from typing import Any
 from clickhouse.client import connect
 from clickhouse.migrate import migrate
 from streams.broker import EmbeddedBroker
+from streams.events import Event
+from streams.producer import EventProducer
 from streams.topics import default_topic_specs, ensure_topics
 from tests.helpers import start_cli
 
@@ -31,6 +33,17 @@ class Pipeline:
     worker: subprocess.Popen[bytes]
     log_path: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def send(self, events: list[Event]) -> None:
+        """Send events through the SDK (batched per partition) and wait until all are stored."""
+
+        async def send() -> None:
+            async with EventProducer(self.bootstrap, events_topic=self.events_topic) as producer:
+                delivered = await producer.send_many(events)
+                await producer.flush()
+            assert len(await delivered) == len(events)
+
+        asyncio.run(send())
 
     def count(self, sql: str, **params: Any) -> int:
         return int(connect(self.db_url).query(sql, parameters=params).result_rows[0][0])

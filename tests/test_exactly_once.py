@@ -15,7 +15,6 @@ watermark past it, so every hour of the workload is final when it is checked.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import re
@@ -36,7 +35,6 @@ from forum_analytics.settings import load_settings
 from streams.broker import EmbeddedBroker
 from streams.events import Event, EventType
 from streams.partitioning import partition_for_user
-from streams.producer import EventProducer
 from tests.helpers import wait_until
 from tests.pipeline import PARTITIONS, Pipeline, start_pipeline
 from tests.workload import DAY, Workload, build
@@ -49,16 +47,6 @@ CHUNKS = 12
 def _workload(seed: int, *, duplicates: float = 0.0, late: float = 0.0) -> Workload:
     now = int(time.time() * 1000)
     return build(seed=seed, end_ms=now - DAY, duplicates=duplicates, late=late)
-
-
-def _send(pipe: Pipeline, events: list[Event]) -> None:
-    async def send() -> None:
-        async with EventProducer(pipe.bootstrap, events_topic=pipe.events_topic) as producer:
-            delivered = await producer.send_many(events)
-            await producer.flush()
-        assert len(await delivered) == len(events)
-
-    asyncio.run(send())
 
 
 def _chunks(events: list[Event], n: int = CHUNKS) -> list[list[Event]]:
@@ -75,7 +63,7 @@ def _close_the_hours(pipe: Pipeline) -> None:
             u for u in range(9_000_000, 9_001_000) if partition_for_user(u, PARTITIONS) == partition
         )
         events.append(Event(f"now-{uuid.uuid4().hex}", EventType.ACTIVITY, now, user))
-    _send(pipe, events)
+    pipe.send(events)
 
 
 def _settled(pipe: Pipeline, workload: Workload) -> bool:
@@ -145,7 +133,7 @@ def run(kafka_broker: EmbeddedBroker, clickhouse_server: Any, tmp_path: Path) ->
 def _stream(pipe: Pipeline, workload: Workload) -> None:
     """Send the workload in chunks, check every figure, stop the workers cleanly."""
     for chunk in _chunks(workload.events):
-        _send(pipe, chunk)
+        pipe.send(chunk)
     _check(pipe, workload)
     _stop_all(pipe)
 
@@ -160,7 +148,7 @@ def test_b_worker_killed_five_times(run: Any) -> None:
     pipe = run()
     kills = set(rng.sample(range(CHUNKS - 1), 5))
     for i, chunk in enumerate(_chunks(workload.events)):
-        _send(pipe, chunk)
+        pipe.send(chunk)
         if i in kills:
             time.sleep(rng.uniform(0.0, 3.0))  # mid-batch, mid-step or mid-recovery
             pipe.worker.kill()
@@ -177,9 +165,13 @@ def test_c_workers_join_and_leave(run: Any) -> None:
     first = pipe.worker
     chunks = _chunks(workload.events)
     for i, chunk in enumerate(chunks):
-        _send(pipe, chunk)
+        pipe.send(chunk)
         if i == len(chunks) // 3:
-            wait_until(lambda: _stored(pipe) > 0, timeout=60, what="the first worker at work")
+            wait_until(
+                lambda: pipe.count("SELECT count() FROM events") > 0,
+                timeout=60,
+                what="the first worker at work",
+            )
             pipe.worker = pipe.start_worker()  # a second worker: partitions rebalance
         if i == 2 * len(chunks) // 3:
             wait_until(
@@ -193,10 +185,6 @@ def test_c_workers_join_and_leave(run: Any) -> None:
     assert pipe.log().count("partitions assigned") >= 4
 
 
-def _stored(pipe: Pipeline) -> int:
-    return int(connect(pipe.db_url).query("SELECT count() FROM events").result_rows[0][0])
-
-
 def test_d_clickhouse_down_for_30_seconds(run: Any, tmp_path: Path) -> None:
     workload = _workload(4, duplicates=0.01, late=0.01)
     server = EmbeddedClickHouse(tmp_path / "ch-d").start()
@@ -205,11 +193,11 @@ def test_d_clickhouse_down_for_30_seconds(run: Any, tmp_path: Path) -> None:
         chunks = _chunks(workload.events)
         half = len(chunks) // 2
         for chunk in chunks[:half]:
-            _send(pipe, chunk)
+            pipe.send(chunk)
         server.stop()
         down_since = time.monotonic()
         for chunk in chunks[half:]:
-            _send(pipe, chunk)  # the broker takes them; the worker waits for ClickHouse
+            pipe.send(chunk)  # the broker takes them; the worker waits for ClickHouse
         time.sleep(max(0.0, 30 - (time.monotonic() - down_since)))
         server.start()
         _check(pipe, workload)

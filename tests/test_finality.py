@@ -3,7 +3,6 @@ period: moved by later events on a busy partition, by the wall clock on an idle 
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,12 +11,10 @@ from typing import Any
 
 import pytest
 
-from clickhouse.client import connect
 from forum_analytics.processes import stop
 from streams.broker import EmbeddedBroker
 from streams.events import Event, EventType
 from streams.partitioning import partition_for_user
-from streams.producer import EventProducer
 from tests.helpers import wait_until
 from tests.pipeline import PARTITIONS, Pipeline, start_pipeline
 
@@ -47,17 +44,11 @@ def _user_on(partition: int, start: int) -> int:
 
 
 def _send(pipe: Pipeline, user: int, ts_ms: int) -> None:
-    async def send() -> None:
-        async with EventProducer(pipe.bootstrap, events_topic=pipe.events_topic) as producer:
-            await producer.send(Event(uuid.uuid4().hex, EventType.ACTIVITY, ts_ms, user))
-            await producer.flush()
-
-    asyncio.run(send())
+    pipe.send([Event(uuid.uuid4().hex, EventType.ACTIVITY, ts_ms, user)])
 
 
 def _stored(pipe: Pipeline, user: int) -> int:
-    sql = "SELECT count() FROM events WHERE user_id = {u:UInt64}"
-    return int(connect(pipe.db_url).query(sql, parameters={"u": user}).result_rows[0][0])
+    return pipe.count("SELECT count() FROM events WHERE user_id = {u:UInt64}", u=user)
 
 
 def _hour_rows(pipe: Pipeline, user: int, hour_ms: int) -> int:
@@ -65,8 +56,7 @@ def _hour_rows(pipe: Pipeline, user: int, hour_ms: int) -> int:
         "SELECT count() FROM hourly_user_summary WHERE user_id = {u:UInt64} "
         "AND hour = {h:DateTime('UTC')}"
     )
-    hour = datetime.fromtimestamp(hour_ms / 1000, UTC)
-    return int(connect(pipe.db_url).query(sql, parameters={"u": user, "h": hour}).result_rows[0][0])
+    return pipe.count(sql, u=user, h=datetime.fromtimestamp(hour_ms / 1000, UTC))
 
 
 def test_a_busy_partition_closes_the_hour_with_its_events(pipe: Pipeline) -> None:

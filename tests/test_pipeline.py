@@ -27,7 +27,6 @@ from forum_analytics.settings import load_settings
 from streams.broker import EmbeddedBroker
 from streams.events import Event, EventType
 from streams.partitioning import partition_for_user
-from streams.producer import EventProducer
 from tests.helpers import wait_until
 from tests.pipeline import PARTITIONS, Pipeline, start_pipeline
 
@@ -58,13 +57,6 @@ def _events(user_id: int, n: int, kind: EventType = EventType.QUESTION_VIEWED) -
     ]
 
 
-async def _send_sdk(bootstrap: str, topic: str, events: list[Event]) -> None:
-    async with EventProducer(bootstrap, events_topic=topic) as producer:
-        delivered = await producer.send_many(events)
-        await producer.flush()
-    assert len(await delivered) == len(events)
-
-
 async def _send_raw(
     bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes, int | None]]
 ) -> None:
@@ -92,7 +84,7 @@ def _stored_ids(pipe: Pipeline, user_ids: list[int]) -> set[str]:
 
 def test_sdk_and_plain_kafka_events_reach_clickhouse_and_the_api(pipeline: Pipeline) -> None:
     sdk_events = _events(1001, 300) + _events(1002, 200)
-    asyncio.run(_send_sdk(pipeline.bootstrap, pipeline.events_topic, sdk_events))
+    pipeline.send(sdk_events)
     plain = _events(1003, 20)
     asyncio.run(
         _send_raw(
@@ -189,10 +181,10 @@ def test_worker_stops_with_an_error_when_clickhouse_refuses_for_good(
 ) -> None:
     pipe = start_pipeline(kafka_broker, clickhouse_server.port, tmp_path)
     try:
-        asyncio.run(_send_sdk(pipe.bootstrap, pipe.events_topic, _events(3001, 5)))
+        pipe.send(_events(3001, 5))
         wait_until(lambda: pipe.count("SELECT count() FROM events") == 5, what="first batch")
         connect(pipe.db_url).command("DROP TABLE events")  # a refusal no retry can fix
-        asyncio.run(_send_sdk(pipe.bootstrap, pipe.events_topic, _events(3002, 5)))
+        pipe.send(_events(3002, 5))
         code = pipe.worker.wait(timeout=60)  # it must exit by itself, not hang
     finally:
         stop(pipe.worker, timeout=5)
@@ -247,7 +239,7 @@ def test_offsets_are_committed_only_after_clickhouse_acknowledged(
     late_server = EmbeddedClickHouse(tmp_path / "late-ch", port=down_port)
     try:
         events = _events(4001, 40) + _events(4002, 40) + _events(4003, 40)
-        asyncio.run(_send_sdk(pipe.bootstrap, pipe.events_topic, events))
+        pipe.send(events)
         wait_until(lambda: "ClickHouse unavailable" in pipe.log(), timeout=60, what="a retry")
         time.sleep(3)  # several commit intervals (1 s) pass while the batch is unwritten
         assert sum(_committed(pipe).values()) == 0
