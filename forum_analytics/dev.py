@@ -27,6 +27,7 @@ from api.tokens import Role, create_token
 from clickhouse.client import connect
 from clickhouse.migrate import migrate
 from clickhouse.process import EmbeddedClickHouse
+from clickhouse.retention import apply_raw_events_ttl
 from forum_analytics.ports import free_port
 from forum_analytics.processes import spawn, stop
 from forum_analytics.settings import Settings
@@ -126,7 +127,9 @@ class DevStack:
         )
         self.clickhouse.start()
         migrate(self.clickhouse_url, self.database)
-        token = create_token(connect(self.clickhouse_url), name="dev admin", role=Role.ADMIN)
+        client = connect(self.clickhouse_url)
+        print(f"  {apply_raw_events_ttl(client, self.settings.raw_events_ttl_days)}", flush=True)
+        token = create_token(client, name="dev admin", role=Role.ADMIN)
         print(f"  ClickHouse      http://127.0.0.1:{self.clickhouse_port}/", flush=True)
         analyst = self.settings.clickhouse_analyst_user
         print(f"  (analysts: user {analyst!r}, read-only, database {self.database!r})", flush=True)

@@ -16,9 +16,19 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
+
+from forum_analytics.segments import (
+    DefaultSegmentConfig,
+    NamedSegmentConfig,
+    SegmentConfigError,
+    check_unique_default_slug,
+    parse_default_segment,
+    parse_named_segments,
+)
 
 ENV_PREFIX = "ANALYTICS_"
 
@@ -80,8 +90,9 @@ class Settings(BaseSettings):
     # a later event is still exact, at the cost of reading the user's history from ClickHouse.
     state_retention_hours: float = Field(default=6.0, ge=0, le=24 * 30)
     time_zone: str = "UTC"
-    named_segments: list[dict[str, Any]] = Field(default_factory=list)
-    default_segment: dict[str, Any] | None = None
+    # JSON; validated and resolved by forum_analytics.segments (use `get_segments()` to read them).
+    named_segments: tuple[NamedSegmentConfig, ...] = ()
+    default_segment: DefaultSegmentConfig | None = Field(default=None, validate_default=True)
     email_domain_organizations_enabled: bool = False
     raw_events_ttl_days: int | None = Field(default=None, ge=1)
 
@@ -117,6 +128,28 @@ class Settings(BaseSettings):
                 raise ValueError("must be host:port[,host:port...]")
         return value
 
+    @field_validator("named_segments", mode="before")
+    @classmethod
+    def _named_segments(cls, value: object) -> tuple[NamedSegmentConfig, ...]:
+        try:
+            return parse_named_segments(value)
+        except SegmentConfigError as exc:
+            raise _segment_error(exc) from None
+
+    @field_validator("default_segment", mode="before")
+    @classmethod
+    def _default_segment(cls, value: object, info: ValidationInfo) -> DefaultSegmentConfig | None:
+        # Runs after named_segments (field order), so the slugs can be checked for clashes;
+        # validate_default=True makes it run when unset too (the implicit `rest` can clash).
+        try:
+            config = parse_default_segment(value)
+            named = info.data.get("named_segments")
+            if named is not None:  # absent when named_segments failed: reported already
+                check_unique_default_slug(named, config)
+        except SegmentConfigError as exc:
+            raise _segment_error(exc) from None
+        return config
+
     @property
     def clickhouse_password(self) -> str:
         """The password in `clickhouse_url` (empty when none)."""
@@ -128,13 +161,23 @@ class Settings(BaseSettings):
         return urlsplit(self.clickhouse_url).path.strip("/") or "forum_analytics"
 
 
+def _segment_error(exc: SegmentConfigError) -> PydanticCustomError:
+    """The problems as the error's message verbatim (a ValueError would add "Value error, ")."""
+    return PydanticCustomError("segment_config", "{problems}", {"problems": str(exc)})
+
+
 def _describe(error: dict[str, Any]) -> str:
-    """One line per bad setting: the variable, the value, and why it is rejected."""
+    """One line per problem: the variable, the value, and why it is rejected.
+
+    JSON lists and objects are not echoed (the message points into them instead), nor is an
+    unset value.
+    """
     field = str(error["loc"][0]) if error.get("loc") else "?"
     name = ENV_PREFIX + field.upper()
     value = error.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {json.dumps(value, default=str)})"
-    return f"{name}{shown}: {error['msg']}"
+    plain = value is not None and not isinstance(value, dict | list | tuple)
+    shown = f" (got {json.dumps(value, default=str)})" if plain else ""
+    return "\n  ".join(f"{name}{shown}: {line}" for line in str(error["msg"]).splitlines())
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -563,21 +563,38 @@ class UserRecord(NamedTuple):
     is_active: bool
     role: Role
     group_ids: tuple[int, ...] = ()
+    group_since: tuple[tuple[int, datetime], ...] = ()
+    """(group id, since) for the groups whose joining time the forum gives: on the wire a
+    `group_ids` entry `{"group_id": 7, "since": "2024-05-01T12:00:00Z"}` instead of `7`."""
+    organization_id: int | None = None
+    """The user's email-domain organization (set by `groups from-email-domains`)."""
+    updated_at: datetime | None = None
+    """When the change happened (default: the Kafka record's time); a group that leaves the
+    list ends its membership then."""
 
     @property
     def key(self) -> bytes:
         return str(self.user_id).encode()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        since = dict(self.group_since)
+        out: dict[str, Any] = {
             "user_id": self.user_id,
             "username": self.username,
             "email": self.email,
             "joined_at": _utc_text(self.joined_at),
             "is_active": self.is_active,
             "role": self.role.value,
-            "group_ids": list(self.group_ids),
+            "group_ids": [
+                {"group_id": g, "since": _utc_text(since[g])} if g in since else g
+                for g in self.group_ids
+            ],
         }
+        if self.organization_id is not None:
+            out["organization_id"] = self.organization_id
+        if self.updated_at is not None:
+            out["updated_at"] = _utc_text(self.updated_at)
+        return out
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -657,9 +674,11 @@ def parse_user(obj: Mapping[str, Any]) -> UserRecord:
     role = _ROLES.get(role_name) if isinstance(role_name, str) else None
     if role is None:
         raise _field_error(obj, "role", "one of " + ", ".join(r.value for r in Role))
-    group_ids = obj.get("group_ids", [])
-    if type(group_ids) is not list or not all(_is_id(g) for g in group_ids):
-        raise _field_error(obj, "group_ids", "an array of integers in 1..2**63-1")
+    group_ids, group_since = _parse_groups(obj)
+    organization_id = obj.get("organization_id")
+    if organization_id is not None and not _is_id(organization_id):
+        raise _field_error(obj, "organization_id", _ID_RULE)
+    updated_at = _optional_time(obj, "updated_at")
     return UserRecord(
         user_id=_require_id(obj, "user_id"),
         username=_require(obj, "username", str, "a string"),
@@ -667,8 +686,52 @@ def parse_user(obj: Mapping[str, Any]) -> UserRecord:
         joined_at=joined_at,
         is_active=_require(obj, "is_active", bool, "a boolean"),
         role=role,
-        group_ids=tuple(group_ids),
+        group_ids=group_ids,
+        group_since=group_since,
+        organization_id=organization_id,
+        updated_at=updated_at,
     )
+
+
+_GROUPS_RULE: Final = (
+    'an array of group ids (integers in 1..2**63-1) or {"group_id": id, "since": time} objects'
+)
+
+
+def _parse_groups(
+    obj: Mapping[str, Any],
+) -> tuple[tuple[int, ...], tuple[tuple[int, datetime], ...]]:
+    """`group_ids`: plain ids, or objects that also say since when (RFC 3339 or epoch ms)."""
+    entries = obj.get("group_ids", [])
+    if type(entries) is not list:
+        raise _field_error(obj, "group_ids", _GROUPS_RULE)
+    ids: list[int] = []
+    since: list[tuple[int, datetime]] = []
+    for entry in entries:
+        if _is_id(entry):
+            ids.append(int(entry))
+            continue
+        if type(entry) is not dict or not _is_id(entry.get("group_id")):
+            raise _field_error(obj, "group_ids", _GROUPS_RULE)
+        group_id = int(entry["group_id"])
+        ids.append(group_id)
+        when = _optional_time(entry, "since")
+        if when is not None:
+            since.append((group_id, when))
+    if len(set(ids)) != len(ids):
+        raise _field_error(obj, "group_ids", "a list without repeated groups")
+    return tuple(ids), tuple(since)
+
+
+def _optional_time(obj: Mapping[str, Any], name: str) -> datetime | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if type(value) is int:
+        return ms_to_datetime(value)
+    if type(value) is str:
+        return ms_to_datetime(_parse_ts_string(value, name))
+    raise _field_error(obj, name, "an RFC 3339 string or integer epoch milliseconds")
 
 
 def parse_group(obj: Mapping[str, Any]) -> GroupRecord:

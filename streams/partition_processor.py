@@ -81,6 +81,9 @@ class PartitionMark(NamedTuple):
     watermark_ms: int | None = None
     horizon_ms: int | None = None
     """Events before this instant may reach forgotten history (see `StepConfig.retention_ms`)."""
+    users_end_offset: int = -1
+    """The last `forum-users` offset applied (streams.user_changes): the partition's user
+    records are steps of the same sequence."""
 
 
 class HourRow(NamedTuple):
@@ -187,7 +190,10 @@ class PartitionProcessor:
         end = max((item.offset for item in events), default=before.end_offset)
         horizon = self._horizon(before.horizon_ms, w)
         step = Step(
-            self.partition, before, PartitionMark(before.seq + 1, end, w, horizon), list(events)
+            self.partition,
+            before,
+            PartitionMark(before.seq + 1, end, w, horizon, before.users_end_offset),
+            list(events),
         )
         added = self._apply(step, history)
         self._settle(step, added)

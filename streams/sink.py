@@ -165,6 +165,32 @@ class ClickHouseSink:
             f"the batch {token}",
         )
 
+    def count_rows(self, tables: Sequence[str], user_id: int) -> dict[str, int]:
+        """How many rows of each table hold `user_id` (a purge's audit)."""
+        counts = {}
+        for table in tables:
+            sql = f"SELECT count() FROM {table} WHERE user_id = {{u:UInt64}}"
+
+            def count(client: Client, sql: str = sql) -> int:
+                return int(client.query(sql, parameters={"u": user_id}).result_rows[0][0])
+
+            counts[table] = self.retrying(count, f"counting a purged user's rows in {table}")
+        return counts
+
+    def delete_rows(self, tables: Sequence[str], user_id: int) -> None:
+        """Delete every row of `user_id` from the tables, waiting until they are gone
+        (a mutation: the rows leave the parts, not just the query results)."""
+        for table in tables:
+            sql = (
+                f"ALTER TABLE {table} DELETE WHERE user_id = {{u:UInt64}} "
+                "SETTINGS mutations_sync = 2"
+            )
+
+            def delete(client: Client, sql: str = sql) -> None:
+                client.command(sql, parameters={"u": user_id})
+
+            self.retrying(delete, f"deleting a purged user's rows from {table}")
+
     def retrying(self, call: Callable[[Client], T], what: str) -> T:
         """Run `call` with the sink's client, retried as the class docstring says; sink thread
         only."""

@@ -23,13 +23,16 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from streams.events import Event, EventType
+from streams.dimension_rows import MemberRow, Purge, UserRow
+from streams.events import Event, EventType, GroupRecord
+from streams.memberships import GroupHourRow, Interval
 from streams.partition_processor import HourRow, PartitionMark, Positioned, SessionRow, Step
 from streams.sessionizer import Session
 
 __all__ = ["StepRecord", "partition_key"]
 
-_VERSION: Final = 1
+_VERSION: Final = 2
+_READABLE: Final = (1, 2)  # 1: before group figures (no dimension rows)
 
 
 def partition_key(partition: int) -> bytes:
@@ -46,10 +49,25 @@ class StepRecord(NamedTuple):
     events: list[Positioned]
     hours: list[HourRow]
     sessions: list[SessionRow]
+    groups: list[GroupHourRow] = []
+    """Group rows: the hours fanned out to the members' groups, and membership corrections."""
+    users: list[UserRow] = []
+    members: list[MemberRow] = []
+    purges: list[Purge] = []
+    new_groups: list[GroupRecord] = []
+    """Organizations the step made; published to `forum-groups` before the rows are written."""
 
     @classmethod
-    def of(cls, step: Step) -> StepRecord:
-        return cls(step.partition, step.before, step.mark, step.events, step.hours, step.sessions)
+    def of(cls, step: Step, groups: list[GroupHourRow] | None = None) -> StepRecord:
+        return cls(
+            step.partition,
+            step.before,
+            step.mark,
+            step.events,
+            step.hours,
+            step.sessions,
+            groups or [],
+        )
 
     def to_bytes(self) -> bytes:
         body = {
@@ -60,6 +78,11 @@ class StepRecord(NamedTuple):
             "events": [_event_out(item) for item in self.events],
             "hours": [[r.user_id, r.hour_ms, list(r.values)] for r in self.hours],
             "sessions": [[*r.session, r.sign] for r in self.sessions],
+            "groups": [_group_out(r) for r in self.groups],
+            "users": [list(r) for r in self.users],
+            "members": [_member_out(r) for r in self.members],
+            "purges": [_purge_out(p) for p in self.purges],
+            "new_groups": [list(g) for g in self.new_groups],
         }
         return zlib.compress(orjson.dumps(body), 1)
 
@@ -70,8 +93,8 @@ class StepRecord(NamedTuple):
             body = orjson.loads(zlib.decompress(data))
         except (zlib.error, orjson.JSONDecodeError) as exc:
             raise ValueError(f"unreadable step record: {exc}") from exc
-        if body.get("v") != _VERSION:
-            raise ValueError(f"step record format {body.get('v')}; this code reads {_VERSION}")
+        if body.get("v") not in _READABLE:
+            raise ValueError(f"step record format {body.get('v')}; this code reads {_READABLE}")
         return cls(
             body["p"],
             PartitionMark(*body["before"]),
@@ -79,7 +102,59 @@ class StepRecord(NamedTuple):
             [_event_in(row) for row in body["events"]],
             [HourRow(u, h, tuple(v)) for u, h, v in body["hours"]],
             [SessionRow(Session(*row[:-1]), row[-1]) for row in body["sessions"]],
+            [_group_in(row) for row in body.get("groups", [])],
+            [_user_in(row) for row in body.get("users", [])],
+            [_member_in(row) for row in body.get("members", [])],
+            [_purge_in(row) for row in body.get("purges", [])],
+            [GroupRecord(*row) for row in body.get("new_groups", [])],
         )
+
+
+def _group_out(row: GroupHourRow) -> list[Any]:
+    return [row.group_id, row.user_id, row.hour_ms, list(row.values)]
+
+
+def _group_in(row: list[Any]) -> GroupHourRow:
+    return GroupHourRow(row[0], row[1], row[2], tuple(row[3]))
+
+
+def _user_in(row: list[Any]) -> UserRow:
+    values = list(row)
+    values[6] = tuple(values[6])
+    return UserRow(*values)
+
+
+def _member_out(row: MemberRow) -> list[Any]:
+    i = row.interval
+    return [row.user_id, i.group_id, i.since_ms, i.until_ms, i.organization, i.version, row.deleted]
+
+
+def _member_in(row: list[Any]) -> MemberRow:
+    user_id, group_id, since, until, organization, version, deleted = row
+    return MemberRow(user_id, Interval(group_id, since, until, organization, version), deleted)
+
+
+def _purge_out(purge: Purge) -> list[Any]:
+    return [
+        purge.user_id,
+        purge.anonymous_id,
+        purge.offset,
+        purge.purged_ms,
+        [_group_out(r) for r in purge.moved],
+        [_member_out(r) for r in purge.members],
+    ]
+
+
+def _purge_in(row: list[Any]) -> Purge:
+    user_id, anonymous, offset, purged, moved, members = row
+    return Purge(
+        user_id,
+        anonymous,
+        offset,
+        purged,
+        tuple(_group_in(r) for r in moved),
+        tuple(_member_in(r) for r in members),
+    )
 
 
 def _event_out(item: Positioned) -> list[Any]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
@@ -33,9 +33,27 @@ from zoneinfo import ZoneInfo
 import faust
 
 from forum_analytics.settings import Settings
+from streams.dimension_rows import (
+    GROUP_HOUR_COLUMNS,
+    MEMBER_COLUMNS,
+    USER_COLUMNS,
+    Purge,
+    group_hour_rows,
+    member_rows,
+    user_rows,
+)
+from streams.events import GroupRecord, ms_to_datetime
 from streams.history import ClickHouseHistory
-from streams.partition_processor import PartitionMark, PartitionProcessor, Positioned, StepConfig
+from streams.memberships import GroupHourRow, Interval, fan_out
+from streams.partition_processor import (
+    PartitionMark,
+    PartitionProcessor,
+    Positioned,
+    Step,
+    StepConfig,
+)
 from streams.partitioning import partition_for_user
+from streams.profiles import ClickHouseProfiles
 from streams.sink import ClickHouseSink
 from streams.step_record import StepRecord, partition_key
 from streams.summary_rows import (
@@ -45,15 +63,33 @@ from streams.summary_rows import (
     session_rows,
     step_token,
 )
+from streams.user_changes import UserChanges, UserMessage, apply_user_messages
 from streams.user_entry import UserEntry
 from streams.user_state import StateConfig
 
 log = logging.getLogger("forum_analytics.worker")
 
 TABLE_NAME: Final = "user-state"
+AUDIT_COLUMNS: Final = ("purged_at", "topic", "partition", "offset", "rows_deleted")
 
 #: Events per step at most: keeps a step record far below Kafka's 1 MB record limit.
 MAX_STEP_EVENTS: Final = 2000
+#: User records per step at most, for the same reason (a record can bring a user's history of
+#: group corrections).
+MAX_STEP_USERS: Final = 200
+
+#: Tables holding a purged user's personal data, deleted by user id (group rows are moved to
+#: the anonymous member first).
+PURGED_TABLES: Final = (
+    "events",
+    "sessions",
+    "hourly_user_summary",
+    "daily_user_summary",
+    "users",
+    "group_members",
+    "group_member_hours",
+    "group_member_days",
+)
 
 
 class StateMismatch(Exception):
@@ -67,6 +103,9 @@ class StepStats:
     steps: int = 0
     hour_rows: int = 0
     session_rows: int = 0
+    group_rows: int = 0
+    user_records: int = 0
+    purges: int = 0
     duplicates: int = 0
     late: int = 0
     beyond_horizon: int = 0
@@ -95,6 +134,11 @@ class StepRunner:
             value_type=bytes,  # bytes: raw serializers, our own record formats
         )
         self.lock = asyncio.Lock()
+        self.profiles = ClickHouseProfiles(sink)
+        self.intervals: dict[int, tuple[Interval, ...]] = {}
+        """Users' membership intervals, read once from ClickHouse; only this worker's steps
+        change those of its partitions' users, so the copy stays exact while it owns them."""
+        self.publish_groups: Callable[[Sequence[GroupRecord]], Awaitable[None]] | None = None
         self.processors: dict[int, PartitionProcessor] = {}
         self.assigned: set[int] = set()
         self.ready = False
@@ -108,6 +152,7 @@ class StepRunner:
         self.ready = False
         async with self.lock:
             self.processors.clear()
+            self.intervals.clear()
 
     async def _on_rebalance_complete(
         self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any
@@ -139,12 +184,18 @@ class StepRunner:
         mark = record.before if record is not None else PartitionMark()
         proc = PartitionProcessor(partition, self.config, mark, entries, wall)
         if record is not None:
-            history = self._history(partition)
-            replayed = await self.sink.run(
-                partial(proc.step, record.events, wall, history, replay=record.mark)
-            )
+            changed: dict[int, UserEntry | None] = {}
+            if record.mark.end_offset != record.before.end_offset or not record.users:
+                history = self._history(partition)
+                replayed = await self.sink.run(
+                    partial(proc.step, record.events, wall, history, replay=record.mark)
+                )
+                changed = replayed.changed
+            proc.mark = record.mark
+            changed.update(self._forget_purged(proc, record.purges))
+            await self._publish(record)
             await self.sink.run(partial(self._insert, record))
-            await self._save(partition, replayed.changed)
+            await self._save(partition, changed)
             log.info(
                 "partition %d: %d users restored, resuming after offset %d (step %d)",
                 partition,
@@ -199,42 +250,180 @@ class StepRunner:
     async def _step(self, proc: PartitionProcessor, items: Sequence[Positioned]) -> None:
         wall = int(time.time() * 1000)
         history = self._history(proc.partition)
-        step = await self.sink.run(partial(proc.step, items, wall, history))
-        record = StepRecord.of(step)
-        key, value = partition_key(proc.partition), record.to_bytes()
-        self.table.data[key] = value
-        self._send(key, value, proc.partition)
-        await self.app.producer.flush()
+        step, groups = await self.sink.run(partial(self._compute, proc, items, wall, history))
+        record = StepRecord.of(step, groups)
+        await self._record(record)
         await self.sink.run(partial(self._insert, record))
         await self._save(proc.partition, step.changed)
         stats = self.stats
         stats.steps += 1
         stats.hour_rows += len(step.hours)
         stats.session_rows += len(step.sessions)
+        stats.group_rows += len(groups)
         stats.duplicates += step.duplicates
         stats.late += step.late
         stats.beyond_horizon += step.beyond_horizon
 
+    def _compute(
+        self,
+        proc: PartitionProcessor,
+        items: Sequence[Positioned],
+        wall: int,
+        history: ClickHouseHistory,
+    ) -> tuple[Step, list[GroupHourRow]]:
+        """The processor's step, and its hours fanned out to the users' groups (sink thread)."""
+        step = proc.step(items, wall, history)
+        users = {row.user_id for row in step.hours}
+        missing = [u for u in users if u not in self.intervals]
+        if missing:
+            loaded = self.profiles.intervals(missing)
+            for user_id in missing:
+                self.intervals[user_id] = loaded.get(user_id, ())
+        return step, fan_out(step.hours, self.intervals, self.config.state.zone)
+
+    async def _record(self, record: StepRecord) -> None:
+        """Write the step record under the partition's key, and wait until Kafka has it."""
+        key, value = partition_key(record.partition), record.to_bytes()
+        self.table.data[key] = value
+        self._send(key, value, record.partition)
+        await self.app.producer.flush()
+
+    # -- user records ----------------------------------------------------------------------------
+
+    async def run_users(self, partition: int, messages: Sequence[UserMessage]) -> None:
+        """Apply a partition's `forum-users` records (in offset order) as steps of its
+        sequence; a purge ends a step, so the next one reads what it left. Call with the lock
+        held."""
+        proc = await self.processor(partition)
+        todo = [m for m in messages if m.offset > proc.mark.users_end_offset]
+        chunk: list[UserMessage] = []
+        for message in todo:
+            chunk.append(message)
+            if message.record is None or len(chunk) >= MAX_STEP_USERS:
+                await self._user_step(proc, chunk)
+                chunk = []
+        if chunk:
+            await self._user_step(proc, chunk)
+
+    async def _user_step(self, proc: PartitionProcessor, messages: list[UserMessage]) -> None:
+        changes = await self.sink.run(partial(self._user_changes, proc, messages))
+        before = proc.mark
+        mark = before._replace(seq=before.seq + 1, users_end_offset=messages[-1].offset)
+        record = StepRecord(
+            proc.partition,
+            before,
+            mark,
+            [],
+            [],
+            [],
+            changes.groups,
+            changes.users,
+            changes.members,
+            changes.purges,
+            changes.new_groups,
+        )
+        await self._record(record)
+        proc.mark = mark
+        await self._publish(record)
+        await self.sink.run(partial(self._insert, record))
+        await self._save(proc.partition, self._forget_purged(proc, record.purges))
+        self.intervals.update(changes.intervals)
+        stats = self.stats
+        stats.steps += 1
+        stats.group_rows += len(changes.groups)
+        stats.user_records += len(messages)
+        stats.purges += len(changes.purges)
+
+    def _user_changes(self, proc: PartitionProcessor, messages: list[UserMessage]) -> UserChanges:
+        def pending(user_id: int) -> dict[int, tuple[int, ...]]:
+            entry = proc.entries.get(user_id)
+            return {} if entry is None else {h: tuple(v) for h, v in entry.pending.items()}
+
+        return apply_user_messages(
+            messages,
+            self.profiles,
+            self.config.state.zone,
+            auto_organizations=self.settings.email_domain_organizations_enabled,
+            pending=pending,
+        )
+
+    def _forget_purged(
+        self, proc: PartitionProcessor, purges: Sequence[Purge]
+    ) -> dict[int, UserEntry | None]:
+        """Drop purged users from the processor; their table entries become tombstones."""
+        dropped: dict[int, UserEntry | None] = {}
+        for purge in purges:
+            proc.entries.pop(purge.user_id, None)
+            self.intervals.pop(purge.user_id, None)
+            dropped[purge.user_id] = None
+        return dropped
+
+    async def _publish(self, record: StepRecord) -> None:
+        """Organizations the step made go to `forum-groups` before its rows are written."""
+        if record.new_groups and self.publish_groups is not None:
+            await self.publish_groups(record.new_groups)
+
+    # -- inserts -------------------------------------------------------------------------------
+
     def _insert(self, record: StepRecord) -> None:
-        """The step's rows, one insert per table; on the sink's thread."""
-        app_id, topic, p, seq = (
-            self.settings.app_id,
-            self.settings.topic_events,
-            record.partition,
-            record.mark.seq,
-        )
+        """The step's rows, one insert per table, then its purges; on the sink's thread."""
         zone = self.config.state.zone
+        tables: list[tuple[str, tuple[str, ...], list[list[Any]]]] = [
+            ("hourly_user_summary", HOURLY_COLUMNS, hourly_rows(record.hours, zone)),
+            ("sessions", SESSION_COLUMNS, session_rows(record.sessions)),
+            ("group_member_hours", GROUP_HOUR_COLUMNS, group_hour_rows(record.groups, zone)),
+            ("users", USER_COLUMNS, user_rows(record.users)),
+            ("group_members", MEMBER_COLUMNS, member_rows(record.members, zone)),
+        ]
+        for table, columns, rows in tables:
+            if rows:
+                self.sink.insert(table, columns, rows, self._token(table, record))
+        for index, purge in enumerate(record.purges):
+            self._purge(purge, record, index)
+
+    def _token(self, table: str, record: StepRecord, suffix: str = "") -> str:
+        settings = self.settings
+        token = step_token(
+            settings.app_id, table, settings.topic_events, record.partition, record.mark.seq
+        )
+        return token + suffix
+
+    def _purge(self, purge: Purge, record: StepRecord, index: int) -> None:
+        """Move the user's group rows to the anonymous member, count and delete the rest,
+        and record the purge; every part is safe to repeat after a crash."""
+        zone = self.config.state.zone
+        suffix = f":purge{index}"
         self.sink.insert(
-            "hourly_user_summary",
-            HOURLY_COLUMNS,
-            hourly_rows(record.hours, zone),
-            step_token(app_id, "hourly_user_summary", topic, p, seq),
+            "group_member_hours",
+            GROUP_HOUR_COLUMNS,
+            group_hour_rows(purge.moved, zone),
+            self._token("group_member_hours", record, suffix),
         )
         self.sink.insert(
-            "sessions",
-            SESSION_COLUMNS,
-            session_rows(record.sessions),
-            step_token(app_id, "sessions", topic, p, seq),
+            "group_members",
+            MEMBER_COLUMNS,
+            member_rows(purge.members, zone),
+            self._token("group_members", record, suffix),
+        )
+        counts = self.sink.count_rows(PURGED_TABLES, purge.user_id)
+        audit = [
+            ms_to_datetime(purge.purged_ms),
+            self.settings.topic_users,
+            record.partition,
+            purge.offset,
+            counts,
+        ]
+        self.sink.delete_rows(PURGED_TABLES, purge.user_id)
+        # Last, so an audit row means the purge is complete. (A crash just before it makes the
+        # replay count again, after the deletes: the row then reports fewer rows deleted.)
+        self.sink.insert(
+            "purge_audit", AUDIT_COLUMNS, [audit], self._token("purge_audit", record, suffix)
+        )
+        log.info(
+            "partition %d: purged a user's personal data at offset %d (%d rows)",
+            record.partition,
+            purge.offset,
+            sum(counts.values()),
         )
 
     async def _save(self, partition: int, changed: dict[int, UserEntry | None]) -> None:

@@ -23,16 +23,19 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import EventT
 
 from forum_analytics.settings import BrokerFlavor, Settings
+from streams.dimension_agents import DimensionAgents
 from streams.events import decode_message
 from streams.partition_processor import Positioned
 from streams.sink import ClickHouseSink, SinkFailed, SinkStopped, SourcedEvent
@@ -63,6 +66,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka_bootstrap.replace(',', ';kafka://')}",
         "store": "memory://",
+        # Faust makes `<datadir>/v1/tables` even for memory tables: keep it out of the cwd.
+        "datadir": str(Path(tempfile.gettempdir()) / f"forum-analytics-{settings.app_id}"),
         "topic_partitions": settings.topic_partitions,
         "broker_session_timeout": settings.kafka_session_timeout_seconds,
         "broker_heartbeat_interval": max(0.5, settings.kafka_session_timeout_seconds / 6),
@@ -97,6 +102,11 @@ class IngestWorker:
             settings.topic_events_dlq, key_serializer="raw", value_serializer="raw"
         )
         self.app.agent(self.events_topic, name="ingest-events")(self._agent)
+        dims = DimensionAgents(settings, self.app, self.steps, self.sink, self._dead_letter)
+        self.app.agent(dims.users_topic, name="ingest-users")(self._guarded(dims.users, "users"))
+        self.app.agent(dims.groups_topic, name="ingest-groups")(
+            self._guarded(dims.groups, "groups")
+        )
         self.app.timer(IDLE_TICK_SECONDS, name="idle-partitions")(self._tick)
 
     async def _agent(self, stream: Any) -> None:
@@ -115,6 +125,21 @@ class IngestWorker:
             raise
         except Exception as exc:
             self._stop_on(exc, "the ingest agent crashed")
+
+    def _guarded(
+        self, body: Callable[[Any], Awaitable[None]], topic: str
+    ) -> Callable[[Any], Awaitable[None]]:
+        """An agent body that stops the worker, saying why, when it fails."""
+
+        async def agent(stream: Any) -> None:
+            try:
+                await body(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._stop_on(exc, f"the {topic} agent crashed")
+
+        return agent
 
     async def _tick(self, *_: Any) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from clickhouse.client import connect
 from clickhouse.migrate import migrate
 from streams.broker import EmbeddedBroker
-from streams.events import Event
+from streams.events import Event, GroupRecord, UserRecord
 from streams.producer import EventProducer
 from streams.topics import default_topic_specs, ensure_topics
 from tests.helpers import start_cli
@@ -30,6 +31,8 @@ class Pipeline:
     bootstrap: str
     events_topic: str
     dlq_topic: str
+    users_topic: str
+    groups_topic: str
     worker: subprocess.Popen[bytes]
     log_path: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -42,6 +45,26 @@ class Pipeline:
                 delivered = await producer.send_many(events)
                 await producer.flush()
             assert len(await delivered) == len(events)
+
+        asyncio.run(send())
+
+    def publish(
+        self,
+        users: Sequence[UserRecord] = (),
+        groups: Sequence[GroupRecord] = (),
+        purge: Sequence[int] = (),
+    ) -> None:
+        """Send groups, then user records, then purge requests (null values), and wait."""
+
+        async def send() -> None:
+            async with EventProducer(
+                self.bootstrap, users_topic=self.users_topic, groups_topic=self.groups_topic
+            ) as producer:
+                futures = [await producer.upsert_group(g) for g in groups]
+                futures += [await producer.upsert_user(u) for u in users]
+                futures += [await producer.delete_user(u) for u in purge]
+                await producer.flush()
+                await asyncio.gather(*futures)
 
         asyncio.run(send())
 
@@ -100,6 +123,8 @@ def start_pipeline(broker: EmbeddedBroker, ch_port: int, tmp: Path, **extra_env:
         broker.bootstrap,
         names["ANALYTICS_TOPIC_EVENTS"],
         names["ANALYTICS_TOPIC_EVENTS_DLQ"],
+        names["ANALYTICS_TOPIC_USERS"],
+        names["ANALYTICS_TOPIC_GROUPS"],
         worker,
         log_path,
         [worker],

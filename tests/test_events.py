@@ -419,7 +419,12 @@ def test_user_record_round_trip_and_rules() -> None:
     assert UserRecord.from_json(as_ms) == user
     cases: list[tuple[dict[str, Any], str]] = [
         ({"role": "owner"}, "field 'role': must be one of admin, moderator, user, blocked"),
-        ({"group_ids": [1, "2"]}, "field 'group_ids': must be an array of integers"),
+        ({"group_ids": [1, "2"]}, "field 'group_ids': must be an array of group ids"),
+        ({"group_ids": [{"group_id": 2, "since": "soon"}]}, "'soon' is not RFC 3339"),
+        ({"group_ids": [{"since": 5}]}, "field 'group_ids': must be an array of group ids"),
+        ({"group_ids": [3, {"group_id": 3}]}, "must be a list without repeated groups"),
+        ({"organization_id": -1}, "field 'organization_id'"),
+        ({"updated_at": True}, "field 'updated_at': must be an RFC 3339 string"),
         ({"is_active": 1}, "field 'is_active': must be a boolean"),
         ({"user_id": 0}, "field 'user_id'"),
         ({"joined_at": "soon"}, "field 'joined_at': 'soon' is not RFC 3339"),
@@ -429,6 +434,19 @@ def test_user_record_round_trip_and_rules() -> None:
             UserRecord.from_json(orjson.dumps(user.to_dict() | change))
     with pytest.raises(InvalidEvent, match="value must be a JSON object"):
         UserRecord.from_json(b"[]")
+
+
+def test_user_record_membership_details_round_trip() -> None:
+    since = datetime(2023, 1, 2, 3, tzinfo=UTC)
+    user = UserRecord(7, "ann", "ann@example.org", datetime(2022, 5, 1, tzinfo=UTC), True,
+                      Role.USER, (3, 4), ((4, since),), organization_id=2**62 + 5,
+                      updated_at=datetime(2024, 1, 1, tzinfo=UTC))  # fmt: skip
+    wire = orjson.loads(user.to_json())
+    assert wire["group_ids"] == [3, {"group_id": 4, "since": "2023-01-02T03:00:00.000Z"}]
+    assert wire["organization_id"] == 2**62 + 5
+    assert UserRecord.from_json(user.to_json()) == user
+    plain = orjson.loads(UserRecord(*user[:7]).to_json())
+    assert "organization_id" not in plain and "updated_at" not in plain
 
 
 def test_group_record_round_trip_and_rules() -> None:

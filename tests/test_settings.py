@@ -32,11 +32,13 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("ANALYTICS_GRACE_MINUTES=5\nANALYTICS_TOPIC_PARTITIONS=3\n")
     monkeypatch.setenv("ANALYTICS_TOPIC_PARTITIONS", "12")  # the environment wins over .env
-    monkeypatch.setenv("ANALYTICS_NAMED_SEGMENTS", '[{"name": "Staff", "slug": "staff"}]')
+    monkeypatch.setenv(
+        "ANALYTICS_NAMED_SEGMENTS", '[{"name": "Staff", "slug": "staff", "group_ids": [1]}]'
+    )
     s = load_settings()
     assert s.grace_minutes == 5
     assert s.topic_partitions == 12
-    assert s.named_segments == [{"name": "Staff", "slug": "staff"}]
+    assert [(c.slug, c.name, c.group_ids) for c in s.named_segments] == [("staff", "Staff", (1,))]
 
 
 @pytest.mark.parametrize(
