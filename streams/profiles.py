@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from clickhouse_connect.driver.client import Client
 
 from streams.dimension_rows import UserRow
-from streams.events import datetime_to_ms
+from streams.events import GroupRecord, datetime_to_ms
 from streams.hourly import FIELDS
 from streams.memberships import GroupHourRow, Interval
 from streams.sink import ClickHouseSink
@@ -126,12 +126,12 @@ class ClickHouseProfiles:
             if any(r[2:])
         ]
 
-    def group_by_name(self, name: str) -> int | None:
-        """The id of the group named `name`, ignoring case (the lowest if several)."""
+    def group_by_name(self, name: str) -> GroupRecord | None:
+        """The group named `name`, ignoring case (the lowest id if several)."""
         rows = self._rows(
-            "SELECT min(group_id) FROM groups FINAL WHERE lowerUTF8(name) = lowerUTF8({n:String}) "
-            "HAVING count() > 0",
+            "SELECT group_id, name, used_for_analytics FROM groups FINAL "
+            "WHERE lowerUTF8(name) = lowerUTF8({n:String}) ORDER BY group_id LIMIT 1",
             {"n": name},
             "groups",
         )
-        return int(rows[0][0]) if rows else None
+        return GroupRecord(int(rows[0][0]), rows[0][1], bool(rows[0][2])) if rows else None

@@ -56,7 +56,7 @@ class ProfileReader(Protocol):
 
     def group_hours(self, user_id: int) -> list[GroupHourRow]: ...
 
-    def group_by_name(self, name: str) -> int | None: ...
+    def group_by_name(self, name: str) -> GroupRecord | None: ...
 
 
 @dataclass
@@ -151,17 +151,20 @@ def _update(batch: _Batch, message: UserMessage, record: UserRecord) -> None:
 
 
 def _organization_of(batch: _Batch, email: str) -> int | None:
-    """The group of the email's organization, made (and published) when there is none."""
+    """The group of the email's organization: a group of that name (ignoring case) switched
+    to `used_for_analytics` if it was not, or a new one; what changes is published."""
     name = organization_name(email)
     if name is None:
         return None
     key = name.lower()
     if key not in batch.organizations:
         found = batch.reader.group_by_name(name)
-        if found is None:
-            found = organization_group_id(name)
-            batch.out.new_groups.append(GroupRecord(found, name, True))
-        batch.organizations[key] = found
+        if found is None:  # a new organization
+            found = GroupRecord(organization_group_id(name), name, True)
+            batch.out.new_groups.append(found)
+        elif not found.used_for_analytics:  # an existing group becomes an organization
+            batch.out.new_groups.append(found._replace(used_for_analytics=True))
+        batch.organizations[key] = found.group_id
     return batch.organizations[key]
 
 

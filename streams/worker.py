@@ -244,11 +244,15 @@ class IngestWorker:
         )
         steps = self.steps.stats
         log.info(
-            "worker stopped: %d steps wrote %d hour rows and %d session rows; %d duplicate, "
+            "worker stopped: %d steps wrote %d hour rows, %d session rows and %d group rows, "
+            "applied %d user records (%d purges); %d duplicate, "
             "%d late and %d beyond-retention events",
             steps.steps,
             steps.hour_rows,
             steps.session_rows,
+            steps.group_rows,
+            steps.user_records,
+            steps.purges,
             steps.duplicates,
             steps.late,
             steps.beyond_horizon,

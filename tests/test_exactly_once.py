@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from clickhouse.verify import verify
 from forum_analytics.processes import stop
 from forum_analytics.settings import load_settings
 from streams.broker import EmbeddedBroker
-from streams.events import Event, EventType
+from streams.events import Event, EventType, GroupRecord, Role, UserRecord
 from streams.partitioning import partition_for_user
 from tests.helpers import wait_until
 from tests.pipeline import PARTITIONS, Pipeline, start_pipeline
@@ -142,12 +143,59 @@ def test_a_plain_stream(run: Any) -> None:
     _stream(run(), _workload(1))
 
 
+GROUPS = [GroupRecord(g, f"group {g}", g != 5) for g in range(1, 6)]
+MEMBERSHIP_ROUNDS = {0: 0, 4: 1, 8: 2}
+"""Chunk index → membership round published before that chunk."""
+
+
+def _memberships(workload: Workload, seed: int) -> list[list[UserRecord]]:
+    """Three rounds of user records: a first load, then two rounds of joins and leaves dated
+    inside the workload, so they correct figures already written."""
+    rng = random.Random(seed)
+    first = datetime.combine(workload.first_day, datetime.min.time(), UTC)
+    days = (workload.last_day - workload.first_day).days + 1
+
+    def some_time() -> datetime:
+        return first + timedelta(days=rng.random() * days)
+
+    rounds = []
+    for round_ in range(3):
+        records = []
+        for user in sorted({e.user_id for e in workload.events}):
+            if round_ and rng.random() < 0.7:
+                continue  # most users do not change
+            groups = tuple(sorted(rng.sample(range(1, 6), rng.choice([0, 1, 1, 2]))))
+            since: tuple[tuple[int, datetime], ...] = ()
+            if groups and rng.random() < 0.3:
+                since = ((groups[0], some_time()),)
+            records.append(
+                UserRecord(
+                    user,
+                    f"u{user}",
+                    f"u{user}@example.org",
+                    first - timedelta(days=30),
+                    True,
+                    Role.USER,
+                    groups,
+                    since,
+                    updated_at=some_time() if round_ else None,
+                )  # fmt: skip
+            )
+        rounds.append(records)
+    return rounds
+
+
 def test_b_worker_killed_five_times(run: Any) -> None:
+    """Membership changes mid-stream too: group figures stay exact through the kills."""
     workload = _workload(2, duplicates=0.01, late=0.01)
+    rounds = _memberships(workload, 2)
     rng = random.Random(2)
     pipe = run()
+    pipe.publish(groups=GROUPS)
     kills = set(rng.sample(range(CHUNKS - 1), 5))
     for i, chunk in enumerate(_chunks(workload.events)):
+        if i in MEMBERSHIP_ROUNDS:
+            pipe.publish(rounds[MEMBERSHIP_ROUNDS[i]])
         pipe.send(chunk)
         if i in kills:
             time.sleep(rng.uniform(0.0, 3.0))  # mid-batch, mid-step or mid-recovery
@@ -157,14 +205,26 @@ def test_b_worker_killed_five_times(run: Any) -> None:
     _check(pipe, workload)
     _stop_all(pipe)
     assert pipe.log().count("Starting...") >= 6
+    _check_groups(pipe)
+
+
+def _check_groups(pipe: Pipeline) -> None:
+    """The run had real group figures (verify compared them): members, moves and rows."""
+    assert pipe.count("SELECT count() FROM group_members FINAL") > 300
+    assert pipe.count("SELECT count() FROM group_members FINAL WHERE until IS NOT NULL") > 20
+    assert pipe.count("SELECT sum(num_events) FROM group_member_hours") > 10_000
 
 
 def test_c_workers_join_and_leave(run: Any) -> None:
     workload = _workload(3, duplicates=0.01, late=0.01)
+    rounds = _memberships(workload, 3)
     pipe = run()
+    pipe.publish(groups=GROUPS)
     first = pipe.worker
     chunks = _chunks(workload.events)
     for i, chunk in enumerate(chunks):
+        if i in MEMBERSHIP_ROUNDS:
+            pipe.publish(rounds[MEMBERSHIP_ROUNDS[i]])
         pipe.send(chunk)
         if i == len(chunks) // 3:
             wait_until(
@@ -183,6 +243,7 @@ def test_c_workers_join_and_leave(run: Any) -> None:
     _check(pipe, workload)
     _stop_all(pipe)
     assert pipe.log().count("partitions assigned") >= 4
+    _check_groups(pipe)
 
 
 def test_d_clickhouse_down_for_30_seconds(run: Any, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from forum_analytics.segments import Segment, Segments
 from forum_analytics.settings import load_settings
 from streams.broker import EmbeddedBroker
 from streams.events import Event, EventType, GroupRecord, Role, UserRecord
+from streams.organizations import organization_group_id
 from streams.partitioning import partition_for_user
 from streams.steps import PURGED_TABLES
 from tests.helpers import wait_until
@@ -215,6 +216,20 @@ def _check_daily_view(pipe: Pipeline) -> None:
     assert by_key[(STAFF, day0)][:3] == (2, 1, 2)
     assert by_key[(STAFF, day0)][3] == 5 + 4  # Bob's 5 events, Dan's 4
     assert by_key[(STAFF, day0 - timedelta(days=1))][:3] == (1, 0, 0)
+    # A filter on the view keeps the running member count (the README's advice).
+    one_day = connect(pipe.db_url).query(
+        "SELECT num_users, num_users_added FROM daily_group_summary "
+        "WHERE group_id = {g:UInt64} AND day = {d:Date}",
+        parameters={"g": ACME, "d": day0},
+    )
+    assert one_day.result_rows == [(1, 0)]
+    hourly = connect(pipe.db_url).query(
+        "SELECT toHour(hour), num_users, num_active_users FROM hourly_group_summary "
+        "WHERE group_id = {g:UInt64} AND toDate(hour) = {d:Date} AND toHour(hour) IN (12, 13)",
+        parameters={"g": ACME, "d": day0},
+    )
+    # Bob left Acme at 12:30: a member at the end of neither hour, active in hour 12.
+    assert sorted(tuple(r) for r in hourly.result_rows) == [(12, 1, 1), (13, 1, 0)]
 
 
 def _check_segments(pipe: Pipeline) -> None:
@@ -287,3 +302,59 @@ def test_the_analyst_reads_every_documented_table_and_cannot_write(
         with pytest.raises(Exception, match="(?i)readonly|not enough privileges|cannot execute"):
             analyst.command(statement)
     assert pipe.count("SELECT count() FROM groups FINAL WHERE group_id = 99") == 0
+
+
+def test_new_users_join_their_email_domain_organization(
+    kafka_broker: EmbeddedBroker, clickhouse_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With ANALYTICS_EMAIL_DOMAIN_ORGANIZATIONS_ENABLED: an existing group of the name is
+    reused (ignoring case) and switched to analytics, a new one is made, webmail gives none."""
+    auto = start_pipeline(
+        kafka_broker,
+        clickhouse_server.port,
+        tmp_path_factory.mktemp("organizations"),
+        ANALYTICS_EMAIL_DOMAIN_ORGANIZATIONS_ENABLED="true",
+    )
+    try:
+        people = {
+            1: "ann@acme.com",
+            2: "bob@Sales.ACME.co.uk",
+            3: "cat@gmail.com",
+            4: "dan@my-company.org",
+            5: "",
+        }
+        users = [
+            UserRecord(u, f"u{u}", email, REGISTERED, True, Role.USER)
+            for u, email in people.items()
+        ]
+        auto.publish(groups=[GroupRecord(50, "acme", False)])
+        wait_until(lambda: auto.count("SELECT count() FROM groups FINAL") == 1, timeout=60)
+        auto.publish(users)
+        wait_until(lambda: auto.count("SELECT count() FROM users FINAL") == 5, timeout=60)
+        client = connect(auto.db_url)
+        members = client.query(
+            "SELECT user_id, group_id, since, organization, until IS NULL "
+            "FROM group_members FINAL ORDER BY user_id"
+        ).result_rows
+        new_id = organization_group_id("My-Company")
+        registered = REGISTERED.replace(tzinfo=None)
+        assert [(u, g, s.replace(tzinfo=None), o, open_) for u, g, s, o, open_ in members] == [
+            (1, 50, registered, True, True),
+            (2, 50, registered, True, True),
+            (4, new_id, registered, True, True),
+        ]
+        wait_until(
+            lambda: (
+                client.query(
+                    "SELECT group_id, name, used_for_analytics FROM groups FINAL ORDER BY group_id"
+                ).result_rows
+                == [(50, "acme", True), (new_id, "My-Company", True)]
+            ),
+            timeout=60,
+        )
+        organizations = client.query(
+            "SELECT user_id, organization_id FROM users FINAL ORDER BY user_id"
+        ).result_rows
+        assert organizations == [(1, 50), (2, 50), (3, None), (4, new_id), (5, None)]
+    finally:
+        assert stop(auto.worker, timeout=20) == 0, auto.log()[-3000:]

@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from clickhouse.migrate import migrate
 from forum_analytics.processes import stop
 from forum_analytics.settings import load_settings
 from streams.broker import EmbeddedBroker
-from streams.events import Event, EventType
+from streams.events import Event, EventType, GroupRecord, UserRecord
+from streams.events import Role as ForumRole
 from streams.partitioning import partition_for_user
 from tests.helpers import wait_until
 from tests.pipeline import PARTITIONS, Pipeline, start_pipeline
@@ -174,6 +176,39 @@ def test_bad_input_is_dead_lettered_and_the_worker_goes_on(pipeline: Pipeline) -
     wait_until(lambda: _stored_ids(pipeline, [2001]) == {good.id}, what="the good event")
     assert pipeline.worker.poll() is None  # still alive
     assert pipeline.count("SELECT count() FROM events WHERE user_id = 2001") == 1
+
+
+def test_bad_user_and_group_records_are_dead_lettered(pipeline: Pipeline) -> None:
+    """A bad dimension record never stops the worker; a null user value is a purge, not bad."""
+    user = UserRecord(2101, "ann", "ann@example.org", datetime(2024, 1, 1, tzinfo=UTC), True,
+                      ForumRole.USER, (7,))  # fmt: skip
+    partition = partition_for_user(2101, PARTITIONS)
+    bad_users = {
+        b'{"user_id": 2101}': "joined_at",
+        orjson.dumps(user.to_dict() | {"user_id": 2102}): "under the key of user 2101",
+    }
+    users = [(b"2101", value, partition) for value in bad_users]
+    users.append((b"2101", user.to_json(), partition))
+    asyncio.run(_send_raw(pipeline.bootstrap, pipeline.users_topic, users))
+    bad_group = b'{"group_id": 7, "name": "x"}'
+    good_group = GroupRecord(7, "Staff", True).to_json()
+    groups = [(b"7", bad_group, 0), (b"7", good_group, 0)]
+    asyncio.run(_send_raw(pipeline.bootstrap, pipeline.groups_topic, groups))
+    ours = {*bad_users, bad_group}
+
+    def dead_letters() -> dict[bytes, dict[str, bytes]]:
+        found = {r.value: dict(r.headers) for r in _read_topic(pipeline, pipeline.dlq_topic)}
+        return found if ours <= set(found) else {}
+
+    by_value = wait_until(dead_letters, timeout=60)
+    for value, fragment in bad_users.items():
+        assert fragment in by_value[value]["reason"].decode()
+        assert by_value[value]["source_topic"].decode() == pipeline.users_topic
+    assert by_value[bad_group]["source_topic"].decode() == pipeline.groups_topic
+    wait_until(lambda: pipeline.count("SELECT count() FROM groups FINAL WHERE group_id = 7") == 1)
+    wait_until(lambda: pipeline.count("SELECT count() FROM group_members FINAL") == 1)
+    assert pipeline.count("SELECT count() FROM users FINAL WHERE user_id = 2101") == 1
+    assert pipeline.worker.poll() is None
 
 
 def test_worker_stops_with_an_error_when_clickhouse_refuses_for_good(
