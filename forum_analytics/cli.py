@@ -30,6 +30,10 @@ clickhouse_app = typer.Typer(help="The embedded ClickHouse server (chDB behind H
 tokens_app = typer.Typer(help="API tokens for the report API.")
 app.add_typer(clickhouse_app, name="clickhouse")
 app.add_typer(tokens_app, name="tokens")
+users_app = typer.Typer(help="Users and groups: the forum-users and forum-groups topics.")
+app.add_typer(users_app, name="users")
+groups_app = typer.Typer(help="Analytics groups: organizations from users' email domains.")
+app.add_typer(groups_app, name="groups")
 
 Silent = Annotated[bool, typer.Option("--silent", help="Print nothing but errors.")]
 
@@ -133,9 +137,11 @@ def api(
 
 @app.command()
 def migrate(silent: Silent = False) -> None:
-    """Create the database and apply pending migrations (safe to re-run)."""
+    """Create the database, apply pending migrations and the raw-events TTL (safe to re-run)."""
+    from clickhouse.client import connect
     from clickhouse.migrate import MigrationError
     from clickhouse.migrate import migrate as run_migrations
+    from clickhouse.retention import apply_raw_events_ttl
 
     settings = _settings()
 
@@ -151,7 +157,14 @@ def migrate(silent: Silent = False) -> None:
         except MigrationError as exc:
             typer.echo(f"migrate: {exc}", err=True)
             raise typer.Exit(1) from None
+        # Retention is a setting, not a migration: it follows ANALYTICS_RAW_EVENTS_TTL_DAYS.
+        client = connect(settings.clickhouse_url, database=settings.clickhouse_database)
+        try:
+            retention = apply_raw_events_ttl(client, settings.raw_events_ttl_days)
+        finally:
+            client.close()
     say(f"{len(applied)} migration(s) applied; schema is up to date.")
+    say(retention)
 
 
 @clickhouse_app.command("serve")
@@ -228,6 +241,88 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The id shown by 
         typer.echo(f"no active token with id {token_id!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {token_id}")
+
+
+@users_app.command("import")
+def users_import(
+    file: Annotated[Path, typer.Argument(help="JSON Lines: one user or group object a line.")],
+    silent: Silent = False,
+) -> None:
+    """Publish users and groups from JSON Lines, groups first (a first load).
+
+    The whole file is checked first: if any line is bad, every bad line is listed and
+    nothing is published. Exit codes: 0 published, 1 bad or unreadable file or Kafka
+    unreachable, 2 bad settings.
+    """
+    from forum_analytics.user_import import (
+        UserImportError,
+        describe_errors,
+        open_producer,
+        read_import_file,
+        send_records,
+        summary,
+    )
+
+    settings = _settings()
+    try:
+        parsed = read_import_file(file)
+        if parsed.errors:
+            for line in describe_errors(parsed.errors):
+                typer.echo(f"users import: {line}", err=True)
+            raise typer.Exit(1)
+        with open_producer(settings) as producer:
+            if silent:
+                send_records(producer, parsed)
+            else:
+                with typer.progressbar(
+                    length=parsed.total, label="publishing", file=sys.stderr
+                ) as bar:
+                    send_records(producer, parsed, bar.update)
+    except UserImportError as exc:
+        typer.echo(f"users import: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not silent:
+        typer.echo(summary(parsed, settings))
+
+
+@groups_app.command("from-email-domains")
+def groups_from_email_domains(silent: Silent = False) -> None:
+    """Put each user in their email domain's organization group (webmail: none).
+
+    Reads users and groups from ClickHouse and publishes only what changes (new or
+    re-enabled groups first, then users) to forum-groups/forum-users; the worker applies
+    them. Safe to re-run. Exit codes: 0 done, 1 ClickHouse or Kafka unreachable, 2 bad
+    settings.
+    """
+    from datetime import UTC, datetime
+
+    from forum_analytics.organizations_command import (
+        OrganizationsError,
+        open_publisher,
+        plan_organizations,
+        read_groups,
+        read_users,
+        send_plan,
+    )
+
+    settings = _settings()
+    try:
+        users, groups = read_users(settings), read_groups(settings)
+        plan = plan_organizations(users, groups, datetime.now(UTC))
+        if plan.total:
+            with open_publisher(settings) as producer:
+                if silent:
+                    send_plan(producer, plan)
+                else:
+                    with typer.progressbar(
+                        length=plan.total, label="publishing", file=sys.stderr
+                    ) as bar:
+                        send_plan(producer, plan, bar.update)
+    except OrganizationsError as exc:
+        typer.echo(f"groups from-email-domains: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not silent:
+        typer.echo(plan.summary())
 
 
 @app.command()
