@@ -12,6 +12,9 @@ of that hour (the rule group figures use), and each (user, hour) row is taken on
 * `num_active_users`: distinct users with an event in the range while in the segment;
 * the summary fields, summed over those hours.
 
+A purged user's hours stay in the figures of the segments of their groups, as an anonymous
+member's (streams.user_changes); their hours outside any group are gone with their data.
+
 Hours are local hours of ANALYTICS_TIME_ZONE; a local hour is taken to last 3600 s, which holds
 in every zone whose daylight-saving shift is a whole hour (not Australia/Lord_Howe).
 """
@@ -26,6 +29,7 @@ from zoneinfo import ZoneInfo
 from clickhouse_connect.driver.client import Client
 
 from forum_analytics.segments import Segment, Segments
+from streams.dimension_rows import ANONYMOUS_BASE
 from streams.events import ms_to_datetime
 from streams.hourly import FIELDS
 from streams.timebuckets import day_start_ms
@@ -73,11 +77,26 @@ def _sums(prefix: str = "") -> str:
     return ", ".join(f"sum({prefix}{f}) AS {f}" for f in FIELDS)
 
 
+def _hours_sql() -> str:
+    """Every user's hours: the per-user rows, and the hours purged users left in groups (as
+    anonymous members: one row per hour, however many groups had it)."""
+    fields = ", ".join(FIELDS)
+    anonymous = ", ".join(f"any({f}) AS {f}" for f in FIELDS)
+    per_group = ", ".join(f"sum({f}) AS {f}" for f in FIELDS)
+    return (
+        f"SELECT hour, day, user_id, {fields} FROM hourly_user_summary UNION ALL "
+        f"SELECT hour, any(day) AS day, user_id, {anonymous} FROM ("
+        f"SELECT group_id, hour, day, user_id, {per_group} FROM group_member_hours "
+        f"WHERE user_id >= {ANONYMOUS_BASE} GROUP BY group_id, hour, day, user_id"
+        ") GROUP BY hour, user_id"
+    )
+
+
 def _activity_sql(join: str, condition: str) -> str:
     """Per user, then overall: the fields summed and the active users counted."""
     per_user = (
         f"SELECT h.user_id AS user_id, sum(h.num_events) AS events_total, {_sums('h.')} "
-        f"FROM hourly_user_summary AS h {join} "
+        f"FROM ({_hours_sql()}) AS h {join} "
         f"WHERE h.day >= {{first:Date}} AND h.day <= {{last:Date}} {condition} "
         "GROUP BY h.user_id"
     )

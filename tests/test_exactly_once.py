@@ -25,13 +25,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from clickhouse.client import connect
 from clickhouse.process import EmbeddedClickHouse
 from clickhouse.verify import verify
+from clickhouse.verify_segments import verify_segments
 from forum_analytics.processes import stop
+from forum_analytics.segments import Segment, Segments
 from forum_analytics.settings import load_settings
 from streams.broker import EmbeddedBroker
 from streams.events import Event, EventType, GroupRecord, Role, UserRecord
@@ -205,14 +208,25 @@ def test_b_worker_killed_five_times(run: Any) -> None:
     _check(pipe, workload)
     _stop_all(pipe)
     assert pipe.log().count("Starting...") >= 6
-    _check_groups(pipe)
+    _check_groups(pipe, workload)
 
 
-def _check_groups(pipe: Pipeline) -> None:
-    """The run had real group figures (verify compared them): members, moves and rows."""
+def _check_groups(pipe: Pipeline, workload: Workload) -> None:
+    """The run had real group figures (verify compared them): members, moves and rows; and
+    two overlapping segments' totals agree with their recomputation from the group rows."""
     assert pipe.count("SELECT count() FROM group_members FINAL") > 300
     assert pipe.count("SELECT count() FROM group_members FINAL WHERE until IS NOT NULL") > 20
     assert pipe.count("SELECT sum(num_events) FROM group_member_hours") > 10_000
+    segments = Segments(
+        (
+            Segment("one-two", "1 and 2", "", frozenset({1, 2}), False),
+            Segment("two-three", "2 and 3", "", frozenset({2, 3}), False),
+        ),
+        Segment("rest", "Rest of Users", "", frozenset(), True),
+    )
+    client = connect(pipe.db_url)
+    for first, last in ((workload.first_day, workload.last_day), (workload.last_day,) * 2):
+        assert verify_segments(client, segments, first, last, ZoneInfo("UTC")) == []
 
 
 def test_c_workers_join_and_leave(run: Any) -> None:
@@ -243,7 +257,7 @@ def test_c_workers_join_and_leave(run: Any) -> None:
     _check(pipe, workload)
     _stop_all(pipe)
     assert pipe.log().count("partitions assigned") >= 4
-    _check_groups(pipe)
+    _check_groups(pipe, workload)
 
 
 def test_d_clickhouse_down_for_30_seconds(run: Any, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import pytest
 from clickhouse.client import connect
 from clickhouse.segment_figures import segment_figures
 from clickhouse.verify import verify
+from clickhouse.verify_segments import verify_segments
 from forum_analytics.processes import stop
 from forum_analytics.segments import Segment, Segments
 from forum_analytics.settings import load_settings
@@ -250,6 +251,11 @@ def _check_segments(pipe: Pipeline) -> None:
     total = by_slug["all-users"]
     assert (total.num_users, total.num_active_users, total.values["num_events"]) == (5, 5, 17)
     assert total.num_users_added == 0
+    for first, last in ((DAY0.date(), DAY0.date()), (REGISTERED.date(), DAY0.date())):
+        differences = verify_segments(
+            connect(pipe.db_url), Segments((both,), default), first, last, ZoneInfo("UTC")
+        )
+        assert differences == []
 
 
 def test_a_purge_removes_the_user_and_keeps_group_totals(pipe: Pipeline) -> None:
@@ -274,6 +280,14 @@ def test_a_purge_removes_the_user_and_keeps_group_totals(pipe: Pipeline) -> None
     audit = client.query("SELECT rows_deleted FROM purge_audit").result_rows[0][0]
     assert audit["events"] >= 5 and audit["users"] >= 1
     _verify(pipe)
+    segments = Segments(
+        (Segment("acme", "Acme", "", frozenset({ACME}), False),),
+        Segment("rest", "Rest of Users", "", frozenset(), True),
+    )
+    after = segment_figures(client, segments, DAY0.date(), DAY0.date(), ZoneInfo("UTC"))
+    acme = next(f for f in after if f.slug == "acme")
+    assert acme.values["num_events"] == 8  # Ann's 5, now anonymous, and Bob's 3
+    assert verify_segments(client, segments, DAY0.date(), DAY0.date(), ZoneInfo("UTC")) == []
 
 
 def test_the_analyst_reads_every_documented_table_and_cannot_write(
