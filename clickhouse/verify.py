@@ -11,6 +11,9 @@ by key (summaries: one GROUP BY over the recomputed contributions and the stream
 sessions: a FULL OUTER JOIN) and the counting. Only differing keys travel back, at most `limit`
 of them per table, so the check scales with the data, not with the client's memory. Measured
 with the embedded server on 2 cores: 1M events (50,000 users) in 2.5 s, 10M in 20 s (3 GB).
+The four group checks add about 8 s at 1M events (100,000 intervals in 200 groups, 1.2M
+member hours) and 80 s at 10M (10M member hours); on a tiny database each costs 0.3-1 s,
+nearly all of it ClickHouse analysing the long query.
 
 Semantics recomputed (DESIGN.md "Semantics"):
 
@@ -27,6 +30,28 @@ Semantics recomputed (DESIGN.md "Semantics"):
 Comparison rules: streamed summary rows are signed deltas, so they are summed per key and a key
 whose sums are all zero is absent; streamed sessions are collapsed by summing `sign` per row
 version, and compared by (user_id, start), since session ids may be made differently.
+
+Groups (migration 0005; checked only where its tables exist, so an older database still
+verifies). A member's hour counts toward a group if the member was in it at any moment of the
+hour (DESIGN.md "Groups"); every group counts in the rollup tables, only `used_for_analytics`
+ones in the views. Membership intervals are read from `group_members FINAL` (deleted versions
+hidden) by their raw `since`/`until` instants only: the worker's helper columns (`since_hour`,
+`since_day`, `until_hour`, `until_day`) are never read, so a wrong one shows in the views that
+use them. Recomputed:
+
+* `group_member_hours`: each recomputed user hour, once per group with an interval that
+  overlaps the hour (two intervals of one group in one hour still count it once);
+* `group_member_days`: those hours summed by their local day;
+* `hourly_group_summary`, `daily_group_summary`: per analytics group and period, the sums of
+  its member rows; `num_active_users` the members whose period has `num_events` > 0;
+  `num_users_added` the intervals whose `since` falls in the period; `num_users` the intervals
+  holding the period's last instant; one row for every period from the group's first
+  membership or stored row to the latest such period of any analytics group, as the views
+  emit them (a row of zeros is the same as no row).
+
+Purged users' rows live on under anonymous ids (>= 2**63) whose events are gone: their
+`group_member_hours` rows are taken as stored (not compared), their days are checked against
+those hours, and the views are expected to count them.
 
 Limits of what `events` still tells: it is a ReplacingMergeTree ordered by (ts, id), so copies of
 an id with the same ts are merged into the last one inserted, whose position is not the first;
@@ -63,6 +88,13 @@ SESSIONS: Final = "sessions"
 HOURLY: Final = "hourly_user_summary"
 DAILY: Final = "daily_user_summary"
 TABLES: Final = (SESSIONS, HOURLY, DAILY)
+"""The tables every database has; `VerifyReport.counts` always holds them."""
+GROUP_HOURS: Final = "group_member_hours"
+GROUP_DAYS: Final = "group_member_days"
+HOURLY_GROUPS: Final = "hourly_group_summary"
+DAILY_GROUPS: Final = "daily_group_summary"
+GROUP_TABLES: Final = (GROUP_HOURS, GROUP_DAYS, HOURLY_GROUPS, DAILY_GROUPS)
+"""The group rollups (migration 0005), checked after `TABLES` when the database has them."""
 ROW: Final = "row"
 """`Difference.field` for a key that exists on one side only."""
 
@@ -81,6 +113,12 @@ _COUNTED_TYPES: Final[dict[str, tuple[str, ...]]] = {
 }
 SUMMARY_FIELDS: Final = (*_COUNTED_TYPES, "num_events", "time_on_site")
 """The compared columns of both summary tables, in table order."""
+GROUP_VIEW_FIELDS: Final = ("num_users", "num_users_added", "num_active_users")
+"""The group views' own columns, compared before their summed `SUMMARY_FIELDS`."""
+
+#: User ids from here up are the anonymous members a GDPR purge leaves behind (their raw
+#: events are deleted): their group rows cannot be recomputed and are taken as stored.
+_ANONYMOUS: Final = 2**63
 
 #: Sessions whose first event falls in the hour (migration 0004). Compared in each summary
 #: table that has the column, so a database migrated before 0004 can still be checked.
@@ -134,10 +172,15 @@ class Difference:
 class VerifyReport:
     """What `verify` found. `counts` counts every difference per table (a row present on one
     side only counts once); `differences` lists them, at most `limit` per table, ordered by key;
-    `keys` counts the differing keys per table."""
+    `keys` counts the differing keys per table. `tables` lists the tables checked.
+
+    `counts` and `keys` hold `TABLES` always and a group table (`GROUP_TABLES`) only when it
+    differs, so a report, and its summary line, read as they did before the group tables
+    existed whenever those agree."""
 
     first_day: date | None
     last_day: date | None
+    tables: tuple[str, ...] = TABLES
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     keys: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     differences: list[Difference] = field(default_factory=list)
@@ -152,8 +195,9 @@ class VerifyReport:
         return self.total == 0
 
     def summary(self) -> str:
-        """One line: the verdict and the count per table."""
-        per_table = ", ".join(f"{table} {self.counts[table]}" for table in TABLES)
+        """One line: the verdict and the count per table (a group table when it differs)."""
+        shown = [t for t in self.tables if t in TABLES or self.counts.get(t)]
+        per_table = ", ".join(f"{table} {self.counts.get(table, 0)}" for table in shown)
         if self.ok:
             return f"verify: no differences ({per_table})"
         return f"verify: {self.total} difference(s): {per_table}"
@@ -168,27 +212,31 @@ def verify(
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
-    """Recompute sessions and both summaries from `events` and compare them with the tables.
+    """Recompute sessions and both summaries from `events` (and, where the database has them,
+    the group rollups from `events` and `group_members`) and compare them with the tables.
 
     `first_day`/`last_day` (inclusive, local dates in `settings.time_zone`) restrict the check:
-    summaries by their day, sessions by the local day of their start. Sessions are still
-    recomputed from whole user histories, so hours inside the range get time on site from
-    sessions that began before it. `limit` caps the differences listed per table (None: all);
-    `counts` always counts all of them.
+    summaries and group rows by their day (or their hour's day), sessions by the local day of
+    their start. Sessions are still recomputed from whole user histories, so hours inside the
+    range get time on site from sessions that began before it, and `num_users` still counts
+    memberships that began before it. `limit` caps the differences listed per table (None:
+    all); `counts` always counts all of them.
     """
     if first_day and last_day and first_day > last_day:
         raise ValueError(f"first day {first_day} is after last day {last_day}")
-    report = VerifyReport(first_day, last_day)
+    group_tables = _group_tables(client)
+    report = VerifyReport(first_day, last_day, (*TABLES, *group_tables))
     context = _Context(
         settings.session_timeout_minutes * 60_000,
         first_day,
         last_day,
-        frozenset(t for t in (HOURLY, DAILY) if _has_column(client, t, _STARTED)),
+        frozenset(t for t in (HOURLY, DAILY, *group_tables) if _has_column(client, t, _STARTED)),
     )
     params = context.parameters(settings.time_zone)
-    for table in TABLES:
+    for table in report.tables:
         if progress:
-            progress(f"verify: recomputing {table} from events")
+            source = "events and group_members" if table in GROUP_TABLES else "events"
+            progress(f"verify: recomputing {table} from {source}")
         began = time.monotonic()
         sql = _table_diff_sql(table, context, limit)
         rows = client.query(sql, parameters=params, settings=_SETTINGS).named_results()
@@ -196,7 +244,7 @@ def verify(
         report.seconds[table] = time.monotonic() - began
         if progress:
             progress(
-                f"verify: {table}: {report.counts[table]} difference(s) "
+                f"verify: {table}: {report.counts.get(table, 0)} difference(s) "
                 f"in {report.seconds[table]:.1f} s"
             )
     return report
@@ -222,7 +270,8 @@ class _Context:
     def fields(self, table: str) -> tuple[str, ...]:
         if table == SESSIONS:
             return SESSION_FIELDS
-        return (*SUMMARY_FIELDS, _STARTED) if table in self.started_in else SUMMARY_FIELDS
+        summed = (*SUMMARY_FIELDS, _STARTED) if table in self.started_in else SUMMARY_FIELDS
+        return (*GROUP_VIEW_FIELDS, *summed) if table in _VIEW_PERIODS else summed
 
     @property
     def with_started(self) -> bool:
@@ -262,6 +311,20 @@ def _has_column(client: Client, table: str, column: str) -> bool:
         parameters={"t": table, "c": column},
     )
     return bool(result.result_rows[0][0])
+
+
+def _group_tables(client: Client) -> tuple[str, ...]:
+    """The group rollups this database has, in check order: none unless the membership and
+    group tables they are recomputed from exist too (a database migrated before 0005)."""
+    result = client.query(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() "
+        "AND name IN {names:Array(String)}",
+        parameters={"names": [*GROUP_TABLES, "group_members", "groups"]},
+    )
+    present = {row[0] for row in result.result_rows}
+    if not {"group_members", "groups"} <= present:
+        return ()
+    return tuple(t for t in GROUP_TABLES if t in present)
 
 
 def _offset_sql(seconds: str) -> str:
@@ -489,34 +552,52 @@ _KEYS: Final[dict[str, tuple[str, ...]]] = {
     SESSIONS: ("user_id", "start"),
     HOURLY: ("user_id", "hour", "day"),
     DAILY: ("user_id", "day"),
+    # `day` is part of the key, as in `hourly_user_summary`: a wrong day shows as a missing
+    # and an extra row, since `group_member_days` rolls hours up by that column.
+    GROUP_HOURS: ("group_id", "hour", "user_id", "day"),
+    GROUP_DAYS: ("group_id", "day", "user_id"),
+    HOURLY_GROUPS: ("group_id", "hour"),
+    DAILY_GROUPS: ("group_id", "day"),
 }
 
 
-def _summary_sides_sql(table: str, ctx: _Context) -> str:
-    """Both sides of a summary table per key, summed in one GROUP BY over the expected
-    contributions (side 0) and the streamed signed deltas (side 1): cheaper than summing each
-    side and joining, and a key is present on a side when its sums there are not all zero."""
-    keys = ", ".join(_KEYS[table])
-    fields = ctx.fields(table)
+def _sides_sql(keys: Sequence[str], fields: Sequence[str], expected: str, actual: str) -> str:
+    """Both sides of a table per key, summed in one GROUP BY over the expected rows (side 0)
+    and the stored ones (side 1), each a query with the key and field columns: cheaper than
+    summing each side and joining, and a key is present on a side when its sums there are not
+    all zero (so signed deltas need no collapsing first)."""
+    key_list = ", ".join(keys)
     columns = ", ".join(fields)
-    hour = "toDateTime(hour_s, 'UTC') AS hour, " if table == HOURLY else ""
     sums = ", ".join(
         f"sumIf({f}, side = 0) AS expected_{f}, sumIf({f}, side = 1) AS actual_{f}" for f in fields
     )
     return f"""
         SELECT
-            {keys},
+            {key_list},
             {sums}
         FROM (
-            SELECT toUInt8(0) AS side, user_id, {hour}day, {columns}
-            FROM ({_contributions_sql(ctx)})
-            WHERE day BETWEEN {{first_day:Date}} AND {{last_day:Date}}
+            SELECT toUInt8(0) AS side, {key_list}, {columns} FROM ({expected})
             UNION ALL
-            SELECT toUInt8(1) AS side, {keys}, {columns}
-            FROM {table}
-            WHERE day BETWEEN {{first_day:Date}} AND {{last_day:Date}}
+            SELECT toUInt8(1) AS side, {key_list}, {columns} FROM ({actual})
         )
-        GROUP BY {keys}"""
+        GROUP BY {key_list}"""
+
+
+def _summary_sides_sql(table: str, ctx: _Context) -> str:
+    """Both sides of a per-user summary table: the expected contributions and the streamed
+    signed deltas, by `_sides_sql`."""
+    keys = ", ".join(_KEYS[table])
+    columns = ", ".join(ctx.fields(table))
+    hour = "toDateTime(hour_s, 'UTC') AS hour, " if table == HOURLY else ""
+    expected = f"""
+        SELECT user_id, {hour}day, {columns}
+        FROM ({_contributions_sql(ctx)})
+        WHERE day BETWEEN {{first_day:Date}} AND {{last_day:Date}}"""
+    actual = f"""
+        SELECT {keys}, {columns}
+        FROM {table}
+        WHERE day BETWEEN {{first_day:Date}} AND {{last_day:Date}}"""
+    return _sides_sql(_KEYS[table], ctx.fields(table), expected, actual)
 
 
 def _session_sides_sql(ctx: _Context) -> str:
@@ -537,17 +618,330 @@ def _session_sides_sql(ctx: _Context) -> str:
             ON e.user_id = a.user_id AND e.start = a.start"""
 
 
+# -- groups ------------------------------------------------------------------------------
+
+_IN_RANGE: Final = "day BETWEEN {first_day:Date} AND {last_day:Date}"
+_ANALYTICS: Final = "group_id IN (SELECT group_id FROM groups FINAL WHERE used_for_analytics)"
+
+
+def _user_hours_sql(ctx: _Context, fields: Sequence[str]) -> str:
+    """Each recomputed user hour in the range once, summed: (user_id, hour_s, day, fields).
+    The same figures `hourly_user_summary` is checked against; they are what every group the
+    user was in during the hour gets."""
+    sums = ", ".join(f"sum({f}) AS {f}" for f in fields)
+    return f"""
+        SELECT user_id, hour_s, day, {sums}
+        FROM ({_contributions_sql(ctx)})
+        WHERE {_IN_RANGE} AND user_id < {_ANONYMOUS}
+        GROUP BY user_id, hour_s, day"""
+
+
+def _intervals_sql(analytics_only: bool, *, since_hour: bool = False) -> str:
+    """The live membership intervals from their raw instants: (group_id, user_id, since_s,
+    until_ms), `since_s` in whole epoch seconds (hour boundaries are whole seconds, so flooring
+    keeps `since` in its hour), `until_ms` NULL while open.
+
+    With `since_hour`, also `since_hour_s`, the start of the local hour holding `since`: the
+    member was in the group at some moment of the hour starting at h exactly when since < h's
+    end, i.e. since_hour_s <= h, and until > h. Comparing hour starts that way needs no hour
+    ends, which are the awkward part in zones with 30- and 45-minute offset changes. (Only on
+    request: the hour expression is long, and ClickHouse's analysis time grows with it.)"""
+    analytics = f"AND {_ANALYTICS}" if analytics_only else ""
+    hour = f", {_hour_start_sql('since_s')} AS since_hour_s" if since_hour else ""
+    return f"""
+        SELECT group_id, user_id, since_s, until_ms{hour}
+        FROM (
+            SELECT
+                group_id,
+                user_id,
+                intDiv(toUnixTimestamp64Milli(since), 1000) AS since_s,
+                toUnixTimestamp64Milli(until) AS until_ms
+            FROM group_members FINAL
+            WHERE is_deleted = 0 {analytics}
+        )"""
+
+
+def _member_hours_sql(ctx: _Context, fields: Sequence[str], analytics_only: bool) -> str:
+    """Expected `group_member_hours`, summed: (group_id, hour_s, day, user_id, fields). A user
+    hour goes to every group with an interval overlapping it, once per group however many of
+    the group's intervals do (a member who left and came back within the hour)."""
+    values = ", ".join(f"any(u.{f}) AS {f}" for f in fields)
+    return f"""
+        SELECT m.group_id AS group_id, u.hour_s AS hour_s, u.day AS day, u.user_id AS user_id,
+            {values}
+        FROM ({_user_hours_sql(ctx, fields)}) AS u
+        INNER JOIN ({_intervals_sql(analytics_only, since_hour=True)}) AS m
+            ON m.user_id = u.user_id
+        WHERE m.since_hour_s <= u.hour_s AND (m.until_ms IS NULL OR m.until_ms > u.hour_s * 1000)
+        GROUP BY m.group_id, u.hour_s, u.day, u.user_id"""
+
+
+def _anonymous_hours_sql(columns: str, analytics_only: bool) -> str:
+    """Anonymous members' stored `group_member_hours` rows in the range, taken as they are."""
+    analytics = f"AND {_ANALYTICS}" if analytics_only else ""
+    return f"""
+        SELECT {columns}
+        FROM group_member_hours
+        WHERE user_id >= {_ANONYMOUS} AND {_IN_RANGE} {analytics}"""
+
+
+def _group_hours_sides_sql(ctx: _Context) -> str:
+    """`group_member_hours` of the users whose events are kept, expected against stored."""
+    fields = ctx.fields(GROUP_HOURS)
+    columns = ", ".join(fields)
+    expected = f"""
+        SELECT group_id, toDateTime(hour_s, 'UTC') AS hour, user_id, day, {columns}
+        FROM ({_member_hours_sql(ctx, fields, analytics_only=False)})"""
+    actual = f"""
+        SELECT group_id, hour, user_id, day, {columns}
+        FROM {GROUP_HOURS}
+        WHERE user_id < {_ANONYMOUS} AND {_IN_RANGE}"""
+    return _sides_sql(_KEYS[GROUP_HOURS], fields, expected, actual)
+
+
+def _group_days_sides_sql(ctx: _Context) -> str:
+    """`group_member_days`: the expected hours by day, and anonymous members' stored hours by
+    day (their days must still add up to their hours)."""
+    fields = ctx.fields(GROUP_DAYS)
+    columns = ", ".join(fields)
+    row = f"group_id, day, user_id, {columns}"
+    expected = f"""
+        SELECT {row} FROM ({_member_hours_sql(ctx, fields, analytics_only=False)})
+        UNION ALL
+        {_anonymous_hours_sql(row, analytics_only=False)}"""
+    actual = f"SELECT {row} FROM {GROUP_DAYS} WHERE {_IN_RANGE}"
+    return _sides_sql(_KEYS[GROUP_DAYS], fields, expected, actual)
+
+
+@dataclass(frozen=True)
+class _Period:
+    """How a group summary view cuts time. A period is held as `p`: an hour's start in epoch
+    seconds (Int64), or a local date."""
+
+    view: str
+    column: str
+    """The view's period column, `hour` (DateTime, UTC) or `day` (Date)."""
+    stored: str
+    """The member table the view sums, whose keys (zero sums too) extend the view's rows."""
+
+    @property
+    def hourly(self) -> bool:
+        return self.column == "hour"
+
+    def of_instant(self, seconds: str) -> str:
+        """The period holding an instant given in whole epoch seconds."""
+        if self.hourly:
+            return f"toInt64({_hour_start_sql(seconds)})"
+        return f"toDate(toDateTime({seconds}, {{tz:String}}))"
+
+    def of_row(self) -> str:
+        """The period of a row with `hour` and `day` columns (`group_member_hours`, expected
+        member hours) or, for days, with `day` only (`group_member_days`)."""
+        return "toInt64(toUnixTimestamp(hour))" if self.hourly else "day"
+
+    def in_range(self, p: str) -> str:
+        """Whether period `p` lies in the checked days (an hour by its local day)."""
+        day = f"toDate(toDateTime({p}, {{tz:String}}))" if self.hourly else p
+        return f"{day} BETWEEN {{first_day:Date}} AND {{last_day:Date}}"
+
+    def key(self, p: str) -> str:
+        """The view's period column, from `p`."""
+        return f"toDateTime({p}, 'UTC') AS hour" if self.hourly else f"{p} AS day"
+
+
+_VIEW_PERIODS: Final = {
+    HOURLY_GROUPS: _Period(HOURLY_GROUPS, "hour", GROUP_HOURS),
+    DAILY_GROUPS: _Period(DAILY_GROUPS, "day", GROUP_DAYS),
+}
+
+
+def _member_period_rows_sql(ctx: _Context, period: _Period, fields: Sequence[str]) -> str:
+    """Each analytics member's figures per period: expected member hours, and anonymous
+    members' stored hours, summed by (group_id, p, user_id). `active` is 1 when the member has
+    an event in the period (num_active_users sums it)."""
+    columns = ", ".join(fields)
+    sums = ", ".join(f"sum({f}) AS {f}" for f in fields)
+    rows = f"group_id, hour, day, user_id, {columns}"
+    return f"""
+        SELECT group_id, p, user_id, toInt64(num_events > 0) AS active, {columns}
+        FROM (
+            SELECT group_id, p, user_id, {sums}
+            FROM (
+                SELECT group_id, {period.of_row()} AS p, user_id, {columns}
+                FROM (
+                    SELECT group_id, toDateTime(hour_s, 'UTC') AS hour, day, user_id, {columns}
+                    FROM ({_member_hours_sql(ctx, fields, analytics_only=True)})
+                    UNION ALL
+                    {_anonymous_hours_sql(rows, analytics_only=True)}
+                )
+            )
+            GROUP BY group_id, p, user_id
+        )"""
+
+
+def _membership_changes_sql(period: _Period) -> str:
+    """(group_id, p, net, added) per analytics interval end, from the raw instants: +1 member
+    and +1 added in the period holding `since`, -1 in the period holding `until`. A member
+    counts at a period's end when since < end <= until, i.e. since's period <= p < until's
+    period, so the running sum of `net` is `num_users`."""
+    intervals = _intervals_sql(analytics_only=True)
+    until = period.of_instant("intDiv(assumeNotNull(until_ms), 1000)")
+    return f"""
+        SELECT group_id, {period.of_instant("since_s")} AS p, toInt64(1) AS net,
+            toInt64(1) AS added
+        FROM ({intervals})
+        UNION ALL
+        SELECT group_id, {until} AS p, toInt64(-1) AS net, toInt64(0) AS added
+        FROM ({intervals})
+        WHERE until_ms IS NOT NULL"""
+
+
+def _view_bounds_sql(period: _Period) -> str:
+    """(group_id, first, last) of the rows the view emits: per analytics group from its first
+    membership change or stored member row to the latest of any analytics group. Expected
+    activity needs no say: it never precedes a membership (a member hour is at or after the
+    period of `since`), and an expected member hour past the last bound still gets its own
+    row, which the view then lacks."""
+    return f"""
+        SELECT group_id, min(p) AS first, max(max(p)) OVER () AS last
+        FROM (
+            SELECT group_id, p FROM ({_membership_changes_sql(period)})
+            UNION ALL
+            SELECT group_id, {period.of_row()} AS p FROM {period.stored} WHERE {_ANALYTICS}
+        )
+        GROUP BY group_id"""
+
+
+def _instant_bounds_sql() -> str:
+    """(lo, hi): the earliest and latest instant (epoch seconds) of the analytics groups'
+    interval ends and stored member hours; their hours are the first and last view bounds."""
+    intervals = _intervals_sql(analytics_only=True)
+    return f"""
+        SELECT min(t) AS lo, max(t) AS hi
+        FROM (
+            SELECT since_s AS t FROM ({intervals})
+            UNION ALL
+            SELECT intDiv(assumeNotNull(until_ms), 1000) AS t FROM ({intervals})
+            WHERE until_ms IS NOT NULL
+            UNION ALL
+            SELECT toInt64(toUnixTimestamp(hour)) AS t FROM {GROUP_HOURS} WHERE {_ANALYTICS}
+        )"""
+
+
+def _hour_list_sql(period: _Period) -> str:
+    """Every local hour from the earliest to the latest view bound, inside the checked days, as
+    one array of hour starts: the distinct hour starts of instants every `_SAMPLE_SECONDS`
+    (every local hour is longer), computed once and shared by all groups' spines. Bounded by
+    raw instants, whose hours are the bounds, to spare the query more hour expressions."""
+    sample = f"lo + {_SAMPLE_SECONDS} * k"
+    count = f"toUInt64(intDiv(greatest(hi - lo, 0), {_SAMPLE_SECONDS})) + 1"
+    samples = f"arrayPushBack(arrayMap(k -> {sample}, range({count})), hi)"
+    hours = f"arrayDistinct(arrayMap(s -> {_hour_start_sql('s')}, {samples}))"
+    return f"""(
+        SELECT arraySort(arrayFilter(h -> {period.in_range("h")}, {hours}))
+        FROM (
+            SELECT
+                toInt64(greatest(lo, intDiv({{window_from_ms:Int64}}, 1000))) AS lo,
+                toInt64(least(hi, intDiv({{window_to_ms:Int64}}, 1000))) AS hi
+            FROM ({_instant_bounds_sql()})
+        )
+    )"""
+
+
+def _spine_sql(period: _Period, zeros: str) -> str:
+    """One all-zero row (group_id, p, net, added, active, fields) for every period each
+    analytics group's view rows span, inside the checked days: idle periods get a row, as the
+    view gives them one."""
+    if period.hourly:
+        periods = f"arrayFilter(h -> h BETWEEN first AND last, {_hour_list_sql(period)})"
+    else:
+        lo = "greatest(first, {first_day:Date})"
+        hi = "least(last, {last_day:Date})"
+        periods = (
+            f"arrayMap(i -> addDays({lo}, i), "
+            f"range(toUInt32(greatest(dateDiff('day', {lo}, {hi}) + 1, 0))))"
+        )
+    return f"""
+        SELECT group_id, arrayJoin({periods}) AS p, toInt64(0) AS net, toInt64(0) AS added,
+            toInt64(0) AS active, {zeros}
+        FROM ({_view_bounds_sql(period)})"""
+
+
+def _expected_view_sql(ctx: _Context, period: _Period) -> str:
+    """Expected view rows: member figures, membership changes and the spine per (group, p),
+    then `num_users` as the running sum of `net` over each group's whole history (changes
+    before the checked days included), kept for the periods in the checked days."""
+    fields = ctx.fields(period.view)[len(GROUP_VIEW_FIELDS) :]
+    columns = ", ".join(fields)
+    zeros = ", ".join(f"toInt64(0) AS {f}" for f in fields)
+    sums = ", ".join(f"sum({f}) AS {f}" for f in fields)
+    history = "PARTITION BY group_id ORDER BY p ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+    return f"""
+        SELECT group_id, {period.key("p")}, num_users, num_users_added, num_active_users,
+            {columns}
+        FROM (
+            SELECT
+                group_id, p,
+                sum(net) OVER ({history}) AS num_users,
+                added AS num_users_added,
+                active AS num_active_users,
+                {columns}
+            FROM (
+                SELECT group_id, p, sum(net) AS net, sum(added) AS added,
+                    sum(active) AS active, {sums}
+                FROM (
+                    SELECT group_id, p, toInt64(0) AS net, toInt64(0) AS added, active,
+                        {columns}
+                    FROM ({_member_period_rows_sql(ctx, period, fields)})
+                    UNION ALL
+                    SELECT group_id, p, net, added, toInt64(0) AS active, {zeros}
+                    FROM ({_membership_changes_sql(period)})
+                    UNION ALL
+                    {_spine_sql(period, zeros)}
+                )
+                GROUP BY group_id, p
+            )
+        )
+        WHERE {period.in_range("p")}"""
+
+
+def _view_sides_sql(table: str, ctx: _Context) -> str:
+    """A group summary view, expected (`_expected_view_sql`) against what it shows in the
+    checked days (NULLs, should a client join with `join_use_nulls`, read as 0)."""
+    period = _VIEW_PERIODS[table]
+    fields = ctx.fields(table)
+    values = ", ".join(f"toInt64(ifNull({f}, 0)) AS {f}" for f in fields)
+    p = "toInt64(toUnixTimestamp(hour))" if period.hourly else "day"
+    actual = f"""
+        SELECT group_id, {period.column}, {values}
+        FROM {table}
+        WHERE {period.in_range(p)}"""
+    return _sides_sql(_KEYS[table], fields, _expected_view_sql(ctx, period), actual)
+
+
+def _sides_for(table: str, ctx: _Context) -> str:
+    """Both sides of `table` per key, expected_* and actual_* columns."""
+    if table == SESSIONS:
+        return _session_sides_sql(ctx)
+    if table in (HOURLY, DAILY):
+        return _summary_sides_sql(table, ctx)
+    if table == GROUP_HOURS:
+        return _group_hours_sides_sql(ctx)
+    if table == GROUP_DAYS:
+        return _group_days_sides_sql(ctx)
+    return _view_sides_sql(table, ctx)
+
+
 def _table_diff_sql(table: str, ctx: _Context, limit: int | None) -> str:
     """The differing keys of one table, with both sides' values, ordered by key, and the
     counts of all differing keys and differences (window functions see every row before the
     LIMIT). A key on one side only counts as one difference."""
     keys = _KEYS[table]
     fields = ctx.fields(table)
+    sides = _sides_for(table, ctx)
     if table == SESSIONS:
-        sides = _session_sides_sql(ctx)
         present = "expected_present, actual_present"
     else:
-        sides = _summary_sides_sql(table, ctx)
         present = ", ".join(
             f"({' OR '.join(f'{side}_{f} != 0' for f in fields)}) AS {side}_present"
             for side in ("expected", "actual")
