@@ -61,9 +61,7 @@ class ClickHouseProfiles:
         out: dict[int, list[Interval]] = {}
         for user_id, group_id, since, until, organization, version in rows:
             until_ms = None if until is None else _ms(until)
-            interval = Interval(
-                group_id, _ms(since), until_ms, bool(organization), version
-            )
+            interval = Interval(group_id, _ms(since), until_ms, bool(organization), version)
             out.setdefault(user_id, []).append(interval)
         return {u: tuple(v) for u, v in out.items()}
 
