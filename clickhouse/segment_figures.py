@@ -87,7 +87,8 @@ def _hours_sql() -> str:
         f"SELECT hour, day, user_id, {fields} FROM hourly_user_summary UNION ALL "
         f"SELECT hour, any(day) AS day, user_id, {anonymous} FROM ("
         f"SELECT group_id, hour, day, user_id, {per_group} FROM group_member_hours "
-        f"WHERE user_id >= {ANONYMOUS_BASE} GROUP BY group_id, hour, day, user_id"
+        f"WHERE user_id >= {ANONYMOUS_BASE} GROUP BY group_id, hour, day, user_id "
+        f"HAVING ({fields}) != ({', '.join('0' for _ in FIELDS)})"
         ") GROUP BY hour, user_id"
     )
 

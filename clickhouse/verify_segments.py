@@ -28,6 +28,8 @@ from streams.timebuckets import day_start_ms
 __all__ = ["SegmentDifference", "verify_segments"]
 
 _EVENTS: Final = FIELDS.index("num_events")
+#: A group row whose deltas cancel out (a membership correction took the hour back) is no row.
+_NOT_ZERO: Final = f"({', '.join(FIELDS)}) != ({', '.join('0' for _ in FIELDS)})"
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,8 @@ def _union_hours(
     client: Client, groups: frozenset[int] | None, first: date, last: date
 ) -> dict[int, list[int]]:
     """Per user, the sum over (user, hour) pairs of any of `groups` (None: anonymous
-    members of any group), each pair once."""
+    members of any group), each pair once: every group that has the pair has the same figures
+    (`verify` checks that), so any one of them will do."""
     per_group = ", ".join(f"sum({f}) AS {f}" for f in FIELDS)
     once = ", ".join(f"any({f}) AS {f}" for f in FIELDS)
     total = ", ".join(f"sum({f})" for f in FIELDS)
@@ -141,7 +144,8 @@ def _union_hours(
         f"SELECT user_id, {total} FROM (SELECT user_id, hour, {once} FROM ("
         f"SELECT group_id, user_id, hour, {per_group} FROM group_member_hours "
         f"WHERE {where} AND day >= {{a:Date}} AND day <= {{b:Date}} "
-        "GROUP BY group_id, user_id, hour) GROUP BY user_id, hour) GROUP BY user_id"
+        f"GROUP BY group_id, user_id, hour HAVING {_NOT_ZERO}) "
+        "GROUP BY user_id, hour) GROUP BY user_id"
     )
     params: dict[str, Any] = {"a": first, "b": last, "groups": sorted(groups or ())}
     return _per_user(client.query(sql, parameters=params))
