@@ -98,16 +98,24 @@ class ClickHouseProfiles:
         intervals = self.intervals(ids)
         return {u: Profile(users.get(u), intervals.get(u, ())) for u in ids}
 
-    def written_hours(self, user_id: int) -> dict[int, tuple[int, ...]]:
-        """The user's hours as written so far: hour start (epoch ms) → summed figures."""
+    def written_hours(self, user_ids: Iterable[int]) -> dict[int, dict[int, tuple[int, ...]]]:
+        """The users' hours as written so far: user → hour start (epoch ms) → summed figures.
+        One query for a whole step's users (a first load brings thousands at once)."""
+        ids = sorted(set(user_ids))
+        if not ids:
+            return {}
         sums = ", ".join(f"sum({f})" for f in FIELDS)
         rows = self._rows(
-            f"SELECT toUnixTimestamp(hour) * 1000, {sums} FROM hourly_user_summary "
-            "WHERE user_id = {user:UInt64} GROUP BY hour ORDER BY hour",
-            {"user": user_id},
-            f"hours of user {user_id}",
+            f"SELECT user_id, toUnixTimestamp(hour) * 1000, {sums} FROM hourly_user_summary "
+            "WHERE user_id IN {ids:Array(UInt64)} GROUP BY user_id, hour ORDER BY user_id, hour",
+            {"ids": ids},
+            "hours of users",
         )
-        return {int(r[0]): tuple(int(v) for v in r[1:]) for r in rows if any(r[1:])}
+        out: dict[int, dict[int, tuple[int, ...]]] = {}
+        for r in rows:
+            if any(r[2:]):
+                out.setdefault(int(r[0]), {})[int(r[1])] = tuple(int(v) for v in r[2:])
+        return out
 
     def group_hours(self, user_id: int) -> list[GroupHourRow]:
         """The user's rows in every group, summed per group and hour (non-zero only)."""

@@ -185,7 +185,7 @@ class StepRunner:
         proc = PartitionProcessor(partition, self.config, mark, entries, wall)
         if record is not None:
             changed: dict[int, UserEntry | None] = {}
-            if record.mark.end_offset != record.before.end_offset or not record.users:
+            if record.mark.users_end_offset == record.before.users_end_offset:  # events
                 history = self._history(partition)
                 replayed = await self.sink.run(
                     partial(proc.step, record.events, wall, history, replay=record.mark)

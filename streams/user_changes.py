@@ -52,7 +52,7 @@ class ProfileReader(Protocol):
 
     def profiles(self, user_ids: Sequence[int]) -> dict[int, Profile]: ...
 
-    def written_hours(self, user_id: int) -> dict[int, tuple[int, ...]]: ...
+    def written_hours(self, user_ids: Sequence[int]) -> dict[int, dict[int, tuple[int, ...]]]: ...
 
     def group_hours(self, user_id: int) -> list[GroupHourRow]: ...
 
@@ -81,6 +81,7 @@ class _Batch:
     rng: random.Random
     profiles: dict[int, Profile]
     out: UserChanges = field(default_factory=UserChanges)
+    written: dict[int, dict[int, tuple[int, ...]]] | None = None
     organizations: dict[str, int] = field(default_factory=dict)
 
 
@@ -128,7 +129,9 @@ def _update(batch: _Batch, message: UserMessage, record: UserRecord) -> None:
     out.members.extend(MemberRow(user_id, i) for i in change.written)
     out.members.extend(MemberRow(user_id, i, deleted=True) for i in change.deleted)
     if change.written or change.deleted:
-        written = batch.reader.written_hours(user_id)
+        if batch.written is None:  # read once per step, for all its users
+            batch.written = batch.reader.written_hours(sorted(batch.profiles))
+        written = batch.written.get(user_id, {})
         out.groups.extend(
             corrections(user_id, profile.intervals, change.intervals, written, batch.zone)
         )
