@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -272,18 +273,22 @@ def users_import(
                 typer.echo(f"users import: {line}", err=True)
             raise typer.Exit(1)
         with open_producer(settings) as producer:
-            if silent:
-                send_records(producer, parsed)
-            else:
-                with typer.progressbar(
-                    length=parsed.total, label="publishing", file=sys.stderr
-                ) as bar:
-                    send_records(producer, parsed, bar.update)
+            _with_progress(parsed.total, silent, partial(send_records, producer, parsed))
     except UserImportError as exc:
         typer.echo(f"users import: {exc}", err=True)
         raise typer.Exit(1) from None
     if not silent:
         typer.echo(summary(parsed, settings))
+
+
+def _with_progress(total: int, silent: bool, send: Callable[..., None]) -> None:
+    """Run `send`, with a progress bar on stderr (advanced by the callback `send` is given)
+    unless `silent`."""
+    if silent:
+        send()
+        return
+    with typer.progressbar(length=total, label="publishing", file=sys.stderr) as bar:
+        send(bar.update)
 
 
 @groups_app.command("from-email-domains")
@@ -312,13 +317,7 @@ def groups_from_email_domains(silent: Silent = False) -> None:
         plan = plan_organizations(users, groups, datetime.now(UTC))
         if plan.total:
             with open_publisher(settings) as producer:
-                if silent:
-                    send_plan(producer, plan)
-                else:
-                    with typer.progressbar(
-                        length=plan.total, label="publishing", file=sys.stderr
-                    ) as bar:
-                        send_plan(producer, plan, bar.update)
+                _with_progress(plan.total, silent, partial(send_plan, producer, plan))
     except OrganizationsError as exc:
         typer.echo(f"groups from-email-domains: {exc}", err=True)
         raise typer.Exit(1) from None

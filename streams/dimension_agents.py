@@ -62,16 +62,19 @@ class DimensionAgents:
         steps.publish_groups = self.publish_groups
 
     async def users(self, stream: Any) -> None:
-        """The `forum-users` agent body: batches, applied durably, then acknowledged."""
-        async for batch in stream.noack_take(500, within=self.settings.batch_max_seconds):
-            await self.process_users(batch)
-            for event in batch:
-                await stream.ack(event)
+        """The `forum-users` agent body."""
+        await self._consume(stream, self.process_users)
 
     async def groups(self, stream: Any) -> None:
         """The `forum-groups` agent body."""
+        await self._consume(stream, self.process_groups)
+
+    async def _consume(
+        self, stream: Any, process: Callable[[Sequence[EventT[bytes]]], Awaitable[None]]
+    ) -> None:
+        """Batches, each applied durably, then acknowledged."""
         async for batch in stream.noack_take(500, within=self.settings.batch_max_seconds):
-            await self.process_groups(batch)
+            await process(batch)
             for event in batch:
                 await stream.ack(event)
 

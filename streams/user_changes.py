@@ -85,7 +85,7 @@ class _Batch:
     organizations: dict[str, int] = field(default_factory=dict)
 
 
-def apply_user_messages(  # noqa: PLR0913 - each is a separate input of the batch
+def apply_user_messages(
     messages: Sequence[UserMessage],
     reader: ProfileReader,
     zone: ZoneInfo,

@@ -17,6 +17,7 @@ from clickhouse.client import connect
 from clickhouse.migrate import migrate
 from clickhouse.process import EmbeddedClickHouse
 from clickhouse.retention import apply_raw_events_ttl, current_ttl
+from streams.summary_rows import SESSION_COLUMNS
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 OLD_DAYS, NEW_DAYS, TTL_DAYS = (400, 45), (1, 0), 30
@@ -76,17 +77,7 @@ def _seed(client: Client) -> None:
             client,
             "sessions",
             [[f"s-{days_ago}", 7, hour, hour, 0, "", "", 1, 1]],
-            [
-                "session_id",
-                "user_id",
-                "start",
-                "last_activity",
-                "duration",
-                "ip",
-                "user_agent",
-                "event_count",
-                "sign",
-            ],
+            list(SESSION_COLUMNS),
         )
 
 
