@@ -11,10 +11,10 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime, time
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
 
 import typer
@@ -90,9 +90,20 @@ def dev(
     kafka_port: Annotated[int, typer.Option(help="Broker port; 0 picks a free one.")] = 9092,
     clickhouse_port: Annotated[int, typer.Option(help="ClickHouse port; 0: free.")] = 8123,
     api_port: Annotated[int | None, typer.Option(help="API port; 0: free.")] = None,
+    simulate: Annotated[
+        bool,
+        typer.Option(
+            "--simulate", help="Feed it a simulated forum: weeks of history, then live traffic."
+        ),
+    ] = False,
+    simulate_days: Annotated[int, typer.Option(min=1, max=365, help="Days of history.")] = 21,
+    simulate_rate: Annotated[
+        float, typer.Option(min=0.1, max=100_000, help="Live events per second.")
+    ] = 5.0,
+    simulate_users: Annotated[int, typer.Option(min=1, max=1_000_000, help="Members.")] = 500,
 ) -> None:
     """Run the whole stack on this machine: broker, ClickHouse, migrations, worker, API."""
-    from forum_analytics.dev import DevStack
+    from forum_analytics.dev import DevStack, Simulation
 
     settings = _settings()
     _logging()
@@ -102,6 +113,7 @@ def dev(
         kafka_port=kafka_port,
         clickhouse_port=clickhouse_port,
         api_port=settings.api_port if api_port is None else api_port,
+        simulation=Simulation(simulate_days, simulate_rate, simulate_users) if simulate else None,
     )
     raise typer.Exit(stack.run())
 
@@ -323,6 +335,114 @@ def groups_from_email_domains(silent: Silent = False) -> None:
         raise typer.Exit(1) from None
     if not silent:
         typer.echo(plan.summary())
+
+
+@app.command()
+def simulate(
+    backfill: Annotated[
+        int | None,
+        typer.Option(
+            "--backfill",
+            metavar="DAYS",
+            min=1,
+            max=3650,
+            help="Send DAYS of history, ending at --end, as fast as the broker takes it.",
+        ),
+    ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Send live traffic (now), after any history.")
+    ] = False,
+    rate: Annotated[
+        float, typer.Option(min=0.1, max=1_000_000, help="Live events per second.")
+    ] = 20.0,
+    duration: Annotated[
+        float | None,
+        typer.Option(min=1, help="Seconds of live traffic (default: until Ctrl-C or SIGTERM)."),
+    ] = None,
+    users: Annotated[int, typer.Option(min=1, max=10_000_000, help="Forum members.")] = 500,
+    seed: Annotated[int, typer.Option(help="Same seed, users and --end: same forum.")] = 1,
+    end: Annotated[
+        str | None,
+        typer.Option(help="End of the history: YYYY-MM-DD (midnight UTC) or RFC 3339; now."),
+    ] = None,
+    late: Annotated[float, typer.Option(min=0, max=0.5, help="Share of events sent late.")] = 0.01,
+    duplicates: Annotated[
+        float, typer.Option(min=0, max=0.5, help="Share of events sent twice.")
+    ] = 0.005,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Write the expected figures of what was sent to this JSON file."),
+    ] = None,
+    settings_example: Annotated[
+        bool,
+        typer.Option(
+            "--settings-example", help="Print segment settings matching the groups, and exit."
+        ),
+    ] = False,
+    silent: Silent = False,
+) -> None:
+    """Simulate a realistic forum: users, groups, visits, every event type, sent to Kafka.
+
+    Users and groups are published first. Exit codes: 0 sent, 1 Kafka unreachable or a
+    file not writable, 2 bad options or settings.
+    """
+    from forum.catalogue import segment_settings
+    from forum_analytics.simulate_command import SimulateError, SimulateRequest
+    from forum_analytics.simulate_command import simulate as run_simulation
+
+    if settings_example:
+        for name, value in segment_settings().items():
+            typer.echo(f"{name}='{value}'")
+        return
+    if end is not None and backfill is None:
+        _usage("simulate: --end is the end of the history: it needs --backfill")
+    if backfill is None and not live:
+        _usage("simulate: say what to send: --backfill DAYS, --live, or both")
+    if end is not None and live:
+        _usage("simulate: --end with --live would leave a gap: live traffic starts now")
+    if duration is not None and not live:
+        _usage("simulate: --duration is for live traffic: it needs --live")
+    end_ms = None if end is None else _end_ms(end)
+    settings = _settings()
+    request = SimulateRequest(
+        seed, users, backfill, end_ms, live, rate, duration, late, duplicates, truth, silent
+    )
+    try:
+        summary = run_simulation(settings, request)
+    except SimulateError as exc:
+        typer.echo(f"simulate: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not silent:
+        for line in summary.lines(settings):
+            typer.echo(line)
+
+
+def _usage(message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(2)
+
+
+def _end_ms(text: str) -> int:
+    """--end as epoch ms: a date (midnight UTC) or a time with its UTC offset, not in the
+    future."""
+    from streams.events import datetime_to_ms, now_ms
+
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            moment = datetime.combine(date.fromisoformat(text), time(), UTC)
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        _usage(
+            "simulate: --end must be a date like 2026-03-01 or a time with its offset like "
+            f"2026-03-01T12:00:00Z, not {text!r}"
+        )
+    ms = datetime_to_ms(moment)
+    if ms > now_ms():
+        _usage(f"simulate: --end {text} is in the future: history ends now at the latest")
+    return ms
 
 
 @app.command()

@@ -17,17 +17,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from urllib.parse import quote
 
 import httpx
+from clickhouse_connect.driver.client import Client
 
 from api.tokens import Role, create_token
 from clickhouse.client import connect
 from clickhouse.migrate import migrate
 from clickhouse.process import EmbeddedClickHouse
 from clickhouse.retention import apply_raw_events_ttl
+from forum.catalogue import segment_settings
 from forum_analytics.ports import free_port
 from forum_analytics.processes import spawn, stop
 from forum_analytics.settings import Settings
@@ -35,6 +38,16 @@ from streams.broker import EmbeddedBroker
 
 STOP_BUDGET_SECONDS = 15.0
 ACTIVITY_PATH = "/analytics/activity/all-activity/all-content/all-users/all-time/"
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """`dev --simulate`: a simulated forum feeding the stack (`forum-analytics simulate`)."""
+
+    days: int = 21
+    rate: float = 5.0
+    users: int = 500
+    seed: int = 1
 
 
 class _Stop(Exception):
@@ -56,8 +69,10 @@ class DevStack:
         kafka_port: int,
         clickhouse_port: int,
         api_port: int,
+        simulation: Simulation | None = None,
     ) -> None:
         self.settings = settings
+        self.simulation = simulation
         self.data_dir = data_dir.resolve()
         self.kafka_port = kafka_port or free_port()
         self.clickhouse_port = clickhouse_port or free_port()
@@ -100,6 +115,10 @@ class DevStack:
             ANALYTICS_WORKER_READY_FILE=str(self.ready_file),
             PYTHONUNBUFFERED="1",
         )
+        if self.simulation is not None and not (
+            self.settings.named_segments or self.settings.default_segment
+        ):
+            env.update(segment_settings())  # the simulated forum's segments, unless set
         return env
 
     @property
@@ -144,11 +163,28 @@ class DevStack:
         base = f"http://127.0.0.1:{self.api_port}"
         self._wait_http(f"{base}/healthz", "api")
         self._wait_for(self.ready_file.exists, "worker", timeout=60)
+        if self.simulation is not None:
+            self._start_simulation(client, cmd)
         print(f"  API             {base}/analytics/", flush=True)
         print(f"  Activity (JSON) {base}{ACTIVITY_PATH}")
         print(f"  API docs        {base}/docs")
         print("Stack is up; Ctrl-C stops it. Admin token (send as Authorization: Bearer):")
         print(token, flush=True)
+
+    def _start_simulation(self, client: Client, cmd: list[str]) -> None:
+        """The simulated forum: history first unless ClickHouse already has events (a
+        restart), then live traffic until the stack stops."""
+        assert self.simulation is not None
+        sim = self.simulation
+        has_history = client.query("SELECT count() > 0 FROM events").result_rows[0][0]
+        args = [*cmd, "simulate", "--live", "--rate", f"{sim.rate:g}", "--users", str(sim.users)]
+        args += ["--seed", str(sim.seed), "--silent"]
+        if not has_history:
+            args += ["--backfill", str(sim.days)]
+        log = self.logs / "simulate.log"
+        self.children.append(("simulate", spawn(args, env=self._env(), log_path=log)))
+        history = "events already stored" if has_history else f"{sim.days} days of history"
+        print(f"  Simulation      {sim.users} users: {history}, then {sim.rate:g} events/s live")
 
     def _wait_http(self, url: str, name: str, timeout: float = 30.0) -> None:
         def answers() -> bool:

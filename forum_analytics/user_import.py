@@ -23,8 +23,6 @@ Decisions:
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,17 +30,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
-from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from forum_analytics.kafka_publishing import ensure_product_topics, kafka_errors
 from forum_analytics.settings import Settings
 from streams.events import GroupRecord, InvalidEvent, UserRecord, parse_group, parse_user
 from streams.producer import (
-    BufferFullError,
-    DeliveryError,
-    KafkaUnavailable,
     SyncEventProducer,
 )
-from streams.topics import TopicError, default_topic_specs, ensure_topics
 
 __all__ = [
     "MAX_REPORTED_ERRORS",
@@ -186,8 +180,10 @@ def open_producer(settings: Settings) -> Iterator[SyncEventProducer]:
     Every Kafka failure, at connection or while sending in the block, becomes a
     `UserImportError`.
     """
-    with _kafka_errors(settings):
-        _ensure_topics(settings)
+    with kafka_errors(
+        settings, UserImportError, retry="Records are upserts: re-run the import once Kafka is back"
+    ):
+        ensure_product_topics(settings)
         producer = SyncEventProducer(
             settings.kafka_bootstrap,
             block_timeout=_SEND_BLOCK_SECONDS,
@@ -219,42 +215,3 @@ def send_records(
         if progress is not None and (index - reported >= PROGRESS_STEP or index == len(records)):
             progress(index - reported)
             reported = index
-
-
-def _ensure_topics(settings: Settings) -> None:
-    """The product's topics, as `streams.worker.IngestWorker._ensure_topics` creates them."""
-    specs = default_topic_specs(
-        settings.topic_partitions,
-        events_topic=settings.topic_events,
-        dlq_topic=settings.topic_events_dlq,
-        users_topic=settings.topic_users,
-        groups_topic=settings.topic_groups,
-    )
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, specs))
-
-
-@contextmanager
-def _kafka_errors(settings: Settings) -> Iterator[None]:
-    """Turn the ways Kafka can fail into one `UserImportError` line naming the setting."""
-    where = f"Kafka at {settings.kafka_bootstrap} (ANALYTICS_KAFKA_BOOTSTRAP)"
-    quiet = logging.getLogger("aiokafka")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # it logs each failed connection; we say it once
-    try:
-        yield
-    except TimeoutError:  # before OSError, its base class
-        raise UserImportError(f"{where} did not answer in time") from None
-    except KafkaConnectionError:  # its text lists resolved addresses: not for operators
-        raise UserImportError(f"cannot reach {where}: no broker answered") from None
-    except (KafkaUnavailable, KafkaError, OSError) as exc:
-        reason = str(exc).removeprefix(f"cannot reach Kafka at {settings.kafka_bootstrap}: ")
-        raise UserImportError(f"cannot reach {where}: {reason}") from None
-    except TopicError as exc:
-        raise UserImportError(f"{where}: {exc}") from None
-    except (DeliveryError, BufferFullError) as exc:
-        raise UserImportError(
-            f"not every record reached {where}: {exc}. Records are upserts: "
-            "re-run the import once Kafka is back"
-        ) from None
-    finally:
-        quiet.setLevel(level)

@@ -34,13 +34,14 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from forum_analytics.kafka_publishing import product_topic_specs
 from forum_analytics.settings import BrokerFlavor, Settings
 from streams.dimension_agents import DimensionAgents
 from streams.events import decode_message
 from streams.partition_processor import Positioned
 from streams.sink import ClickHouseSink, SinkFailed, SinkStopped, SourcedEvent
 from streams.steps import StateMismatch, StepRunner
-from streams.topics import default_topic_specs, ensure_topics
+from streams.topics import ensure_topics
 
 log = logging.getLogger("forum_analytics.worker")
 
@@ -260,15 +261,8 @@ class IngestWorker:
         return self.exit_code
 
     async def _ensure_topics(self) -> None:
-        s = self.settings
-        specs = default_topic_specs(
-            s.topic_partitions,
-            events_topic=s.topic_events,
-            dlq_topic=s.topic_events_dlq,
-            users_topic=s.topic_users,
-            groups_topic=s.topic_groups,
-        )
-        for warning in await ensure_topics(s.kafka_bootstrap, specs):
+        specs = product_topic_specs(self.settings)
+        for warning in await ensure_topics(self.settings.kafka_bootstrap, specs):
             log.warning("%s", warning)
 
 
