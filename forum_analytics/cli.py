@@ -363,7 +363,9 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Same seed, users and --end: same forum.")] = 1,
     end: Annotated[
         str | None,
-        typer.Option(help="End of the history: YYYY-MM-DD (midnight UTC) or RFC 3339; now."),
+        typer.Option(
+            help="End of the history: YYYY-MM-DD (midnight UTC) or RFC 3339 (default: now)."
+        ),
     ] = None,
     late: Annotated[float, typer.Option(min=0, max=0.5, help="Share of events sent late.")] = 0.01,
     duplicates: Annotated[

@@ -137,11 +137,12 @@ async def _simulate(settings: Settings, request: SimulateRequest) -> SimulationS
 
 
 def _sink(summary: SimulationSummary, *, keep: bool) -> Callable[[list[Event]], None]:
-    def sink(events: list[Event]) -> None:
-        if keep:
-            summary.sent.extend(events)
+    """Where sent events go: kept for the truth when one is asked for, else nowhere."""
+    return summary.sent.extend if keep else _ignore
 
-    return sink
+
+def _ignore(_events: list[Event]) -> None:
+    pass
 
 
 async def _history(
@@ -164,9 +165,9 @@ async def _history(
 
         def seen(events: list[Event]) -> None:
             sink(events)
-            for e in events:
-                summary.first_ms = min(summary.first_ms or e.ts_ms, e.ts_ms)
-                summary.last_ms = max(summary.last_ms or e.ts_ms, e.ts_ms)
+            first, last = min(e.ts_ms for e in events), max(e.ts_ms for e in events)
+            summary.first_ms = min(summary.first_ms or first, first)
+            summary.last_ms = max(summary.last_ms or last, last)
 
         summary.history_events = await send_events(producer, backfill.events(bar.day), seen)
     summary.held_back, summary.resent = backfill.outbox.held_back, backfill.outbox.resent
