@@ -34,9 +34,7 @@ import orjson
 from forum_analytics.kafka_publishing import ensure_product_topics, kafka_errors
 from forum_analytics.settings import Settings
 from streams.events import GroupRecord, InvalidEvent, UserRecord, parse_group, parse_user
-from streams.producer import (
-    SyncEventProducer,
-)
+from streams.producer import SyncEventProducer
 
 __all__ = [
     "MAX_REPORTED_ERRORS",
