@@ -16,15 +16,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from api.auth import Principal, require_staff
+from api.date_ranges import BadDates, DayRange, resolve_dates
 from api.deps import get_clickhouse, get_settings_dep
 from api.segments import (
     BadSegment,
     ContentFilter,
-    DateRange,
     UsersFilter,
     parse_activity,
     parse_content,
-    parse_dates,
     parse_users,
 )
 from forum_analytics.settings import Settings
@@ -71,7 +70,7 @@ def _where(
     types: tuple[str, ...],
     content: ContentFilter,
     users: UsersFilter,
-    dates: DateRange,
+    dates: DayRange,
     zone: ZoneInfo,
 ) -> tuple[list[str], dict[str, Any]]:
     clauses = ["type IN {types:Array(String)}"]
@@ -85,7 +84,7 @@ def _where(
     if users.kind == "user":
         clauses.append("user_id = {user_id:UInt64}")
         params["user_id"] = users.id
-    if dates.first is not None and dates.last is not None:
+    if dates.slug != "all-time":  # all time: every event, whatever its day
         clauses.append("ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')}")
         # Days are days of the configured time zone (DESIGN.md), converted to UTC instants.
         params["start"] = _day_start(dates.first, zone)
@@ -109,7 +108,7 @@ def query_events(
     types: tuple[str, ...],
     content: ContentFilter,
     users: UsersFilter,
-    dates: DateRange,
+    dates: DayRange,
     per_page: int,
     cursor: str | None,
 ) -> ActivityPage:
@@ -163,12 +162,13 @@ def activity_view(
         types = parse_activity(activity)
         content_filter = parse_content(content)
         users_filter = parse_users(users)
-        date_range = parse_dates(dates)
-    except BadSegment as exc:
+        zone = ZoneInfo(settings.time_zone)
+        date_range = resolve_dates(dates, datetime.now(zone).date(), None)
+    except (BadSegment, BadDates) as exc:
         raise HTTPException(404, detail=str(exc)) from None
     return query_events(
         get_clickhouse(request),
-        zone=ZoneInfo(settings.time_zone),
+        zone=zone,
         types=types,
         content=content_filter,
         users=users_filter,

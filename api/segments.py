@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
 
 ACTIVITY_TYPES: dict[str, tuple[str, ...]] = {
     "all-activity": (
@@ -69,16 +68,7 @@ class UsersFilter:
     id: int | None = None
 
 
-@dataclass(frozen=True)
-class DateRange:
-    """Inclusive first and last day; None for an open end (`all-time`)."""
-
-    first: date | None
-    last: date | None
-
-
 _ID_FORM = re.compile(r"^(thread|post|user):([1-9][0-9]{0,18})$")
-_CUSTOM_RANGE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})$")
 
 
 def parse_activity(value: str) -> tuple[str, ...]:
@@ -104,18 +94,3 @@ def parse_users(value: str) -> UsersFilter:
     if match and match.group(1) == "user":
         return UsersFilter("user", int(match.group(2)))
     raise BadSegment(f"unknown users {value!r}; accepted: all-users, user:<id>")
-
-
-def parse_dates(value: str) -> DateRange:
-    if value == "all-time":
-        return DateRange(None, None)
-    match = _CUSTOM_RANGE.match(value)
-    if match:
-        try:
-            first, last = date.fromisoformat(match.group(1)), date.fromisoformat(match.group(2))
-        except ValueError as exc:
-            raise BadSegment(f"invalid date in {value!r}: {exc}") from None
-        if first > last:
-            raise BadSegment(f"date range {value!r} ends before it starts")
-        return DateRange(first, last)
-    raise BadSegment(f"unknown dates {value!r}; accepted: all-time, YYYY-MM-DD..YYYY-MM-DD")

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jwt
 import pytest
@@ -135,6 +136,8 @@ def test_filters(client: TestClient, db_url: str) -> None:
         ("/analytics/activity/all-activity/all-content/user:0/all-time/", "user:<id>"),
         ("/analytics/activity/all-activity/all-content/all-users/2026-13-01..2026-13-02/", "date"),
         ("/analytics/activity/all-activity/all-content/all-users/yesterday/", "YYYY-MM-DD"),
+        ("/analytics/activity/all-activity/all-content/all-users/yesterday/", "last-6-months"),
+        ("/analytics/activity/all-activity/all-content/all-users/2026-03-02..2026-03-01/", "end"),
     ],
 )
 def test_bad_segments_name_the_accepted_forms(
@@ -144,6 +147,34 @@ def test_bad_segments_name_the_accepted_forms(
     response = client.get(path, headers=_bearer(token))
     assert response.status_code == 404
     assert named in response.json()["detail"]
+
+
+def test_named_date_ranges_count_from_today_in_the_time_zone(db_url: str) -> None:
+    settings = load_settings(clickhouse_url=db_url, time_zone="Asia/Kolkata")
+    token = create_token(connect(db_url), name="a", role=Role.ADMIN)
+    now = datetime.now(UTC)
+    today = now.astimezone(ZoneInfo("Asia/Kolkata")).date()
+    seven_days_back = datetime.combine(today - timedelta(days=6), datetime.min.time())
+    first_kept = seven_days_back.replace(tzinfo=ZoneInfo("Asia/Kolkata"))
+    rows = [
+        ("now", "upvoted", now - timedelta(seconds=1), 1, None),
+        ("edge", "upvoted", first_kept, 1, None),  # the first instant of last-7-days
+        ("before", "upvoted", first_kept - timedelta(milliseconds=1), 1, None),
+    ]
+    _insert(db_url, rows)
+    base = "/analytics/activity/all-activity/all-content/all-users"
+    with TestClient(create_app(settings)) as api:
+
+        def ids(dates: str) -> list[str]:
+            page = api.get(f"{base}/{dates}/", headers=_bearer(token)).json()
+            return [e["id"] for e in page["events"]]
+
+        assert ids("last-7-days") == ["now", "edge"]
+        assert ids("last-30-days") == ["now", "edge", "before"]
+        assert ids("all-time") == ["now", "edge", "before"]
+        zone = ZoneInfo("Asia/Kolkata")
+        last_year = [i for i, _, ts, _, _ in rows if ts.astimezone(zone).year == today.year - 1]
+        assert ids("last-year") == last_year
 
 
 def test_bad_cursor_is_a_400(client: TestClient, db_url: str) -> None:
