@@ -26,6 +26,8 @@ from api.segments import (
     parse_content,
     parse_users,
 )
+from clickhouse.segment_figures import MEMBERSHIP_SPANS
+from forum_analytics.segments import resolve_segments
 from forum_analytics.settings import Settings
 
 router = APIRouter()
@@ -66,30 +68,46 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
         raise HTTPException(400, detail="invalid cursor; use next_cursor from a page") from None
 
 
+_HOUR = "toStartOfHour(e.ts, {zone:String})"
+_IN_HOUR = (
+    f"arrayExists(s -> s.1 < {_HOUR} + INTERVAL 1 HOUR AND (s.2 IS NULL OR s.2 > {_HOUR}), m.spans)"
+)
+
+
 def _where(
     types: tuple[str, ...],
     content: ContentFilter,
     users: UsersFilter,
     dates: DayRange,
     zone: ZoneInfo,
-) -> tuple[list[str], dict[str, Any]]:
-    clauses = ["type IN {types:Array(String)}"]
-    params: dict[str, Any] = {"types": list(types)}
+) -> tuple[str, list[str], dict[str, Any]]:
+    """The FROM clause, the conditions and their parameters. Groups and segments follow the
+    rule the figures use: an event belongs to a group when its user was a member at any moment
+    of the event's hour (DESIGN.md "Groups"); the default segment holds the events of users in
+    no named segment's group then (everyone's, when there are no named segments)."""
+    clauses = ["e.type IN {types:Array(String)}"]
+    params: dict[str, Any] = {"types": list(types), "zone": zone.key}
     if content.kind == "thread":
-        clauses.append("thread_id = {content_id:UInt64}")
+        clauses.append("e.thread_id = {content_id:UInt64}")
         params["content_id"] = content.id
     elif content.kind == "post":
-        clauses.append("post_id = {content_id:UInt64}")
+        clauses.append("e.post_id = {content_id:UInt64}")
         params["content_id"] = content.id
-    if users.kind == "user":
-        clauses.append("user_id = {user_id:UInt64}")
-        params["user_id"] = users.id
     if dates.slug != "all-time":  # all time: every event, whatever its day
-        clauses.append("ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')}")
+        clauses.append("e.ts >= {start:DateTime64(3, 'UTC')} AND e.ts < {end:DateTime64(3, 'UTC')}")
         # Days are days of the configured time zone (DESIGN.md), converted to UTC instants.
         params["start"] = _day_start(dates.first, zone)
         params["end"] = _day_start(dates.last + timedelta(days=1), zone)
-    return clauses, params
+    source = "events AS e FINAL"
+    if users.kind == "user":
+        clauses.append("e.user_id = {user_id:UInt64}")
+        params["user_id"] = users.id
+    elif users.group_ids:
+        join = "LEFT" if users.excludes else "INNER"
+        source = f"events AS e FINAL {join} JOIN ({MEMBERSHIP_SPANS}) AS m ON m.user_id = e.user_id"
+        clauses.append(f"NOT {_IN_HOUR}" if users.excludes else _IN_HOUR)
+        params["groups"] = sorted(users.group_ids)
+    return source, clauses, params
 
 
 def _utc(ts: datetime) -> datetime:
@@ -113,18 +131,18 @@ def query_events(
     cursor: str | None,
 ) -> ActivityPage:
     """One page of matching events, newest first, each event once."""
-    clauses, params = _where(types, content, users, dates, zone)
+    source, clauses, params = _where(types, content, users, dates, zone)
     if cursor:
         ms, event_id = _decode_cursor(cursor)
-        clauses.append("(toUnixTimestamp64Milli(ts), id) < ({c_ms:Int64}, {c_id:String})")
+        clauses.append("(toUnixTimestamp64Milli(e.ts), e.id) < ({c_ms:Int64}, {c_id:String})")
         params.update(c_ms=ms, c_id=event_id)
     params["limit"] = per_page + 1
     sql = (
-        "SELECT id, type, ts, user_id, object_type, object_id, thread_id, post_id "
-        f"FROM events FINAL WHERE {' AND '.join(clauses)} "
-        "ORDER BY ts DESC, id DESC LIMIT {limit:UInt32}"
+        "SELECT e.id, e.type, e.ts, e.user_id, e.object_type, e.object_id, e.thread_id, "
+        f"e.post_id FROM {source} WHERE {' AND '.join(clauses)} "
+        "ORDER BY e.ts DESC, e.id DESC LIMIT {limit:UInt32}"
     )
-    rows = client.query(sql, parameters=params).result_rows
+    rows = client.query(sql, parameters=params, settings={"join_use_nulls": 0}).result_rows
     events = [
         ActivityEvent(
             id=r[0],
@@ -161,7 +179,7 @@ def activity_view(
     try:
         types = parse_activity(activity)
         content_filter = parse_content(content)
-        users_filter = parse_users(users)
+        users_filter = parse_users(users, resolve_segments(settings))
         zone = ZoneInfo(settings.time_zone)
         date_range = resolve_dates(dates, datetime.now(zone).date(), None)
     except (BadSegment, BadDates) as exc:

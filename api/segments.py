@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from clickhouse.segment_figures import ALL_USERS
+from forum_analytics.segments import Segment, Segments
+
 ACTIVITY_TYPES: dict[str, tuple[str, ...]] = {
     "all-activity": (
         "user_registered",
@@ -62,13 +65,23 @@ class ContentFilter:
 
 @dataclass(frozen=True)
 class UsersFilter:
-    """`all-users` or `user:<id>` (segments and groups come with the Users view)."""
+    """Whose events or figures a view shows: `all-users`, a segment (named or the default),
+    `group:<id>` or `user:<id>`."""
 
-    kind: str  # "all" or "user"
+    kind: str  # "all", "segment", "group" or "user"
     id: int | None = None
+    segment: Segment | None = None
+    group_ids: frozenset[int] = frozenset()
+    """The groups that decide membership: the segment's or the group itself; for the default
+    segment, the named segments' groups, whose members it leaves out."""
+
+    @property
+    def excludes(self) -> bool:
+        """True for the default segment: its users are those in none of `group_ids`."""
+        return self.segment is not None and self.segment.is_default
 
 
-_ID_FORM = re.compile(r"^(thread|post|user):([1-9][0-9]{0,18})$")
+_ID_FORM = re.compile(r"^(thread|post|user|group):([1-9][0-9]{0,18})$")
 
 
 def parse_activity(value: str) -> tuple[str, ...]:
@@ -87,10 +100,22 @@ def parse_content(value: str) -> ContentFilter:
     raise BadSegment(f"unknown content {value!r}; accepted: all-content, thread:<id>, post:<id>")
 
 
-def parse_users(value: str) -> UsersFilter:
-    if value == "all-users":
+def parse_users(value: str, segments: Segments) -> UsersFilter:
+    """`all-users`, a segment's slug, `group:<id>` or `user:<id>`; the error lists the slugs
+    configured (ANALYTICS_NAMED_SEGMENTS, ANALYTICS_DEFAULT_SEGMENT)."""
+    if value == ALL_USERS:
         return UsersFilter("all")
+    segment = segments.by_slug(value)
+    if segment is not None:
+        groups = segments.named_group_ids if segment.is_default else segment.group_ids
+        return UsersFilter("segment", segment=segment, group_ids=groups)
     match = _ID_FORM.match(value)
     if match and match.group(1) == "user":
         return UsersFilter("user", int(match.group(2)))
-    raise BadSegment(f"unknown users {value!r}; accepted: all-users, user:<id>")
+    if match and match.group(1) == "group":
+        return UsersFilter("group", int(match.group(2)), group_ids=frozenset({int(match.group(2))}))
+    slugs = ", ".join(segments.all_slugs())
+    raise BadSegment(
+        f"unknown users {value!r}; accepted: {ALL_USERS}, a segment ({slugs}), group:<id>, "
+        "user:<id>"
+    )

@@ -34,11 +34,12 @@ from streams.events import ms_to_datetime
 from streams.hourly import FIELDS
 from streams.timebuckets import day_start_ms
 
-__all__ = ["ALL_USERS", "SegmentFigures", "segment_figures"]
+__all__ = ["ALL_USERS", "MEMBERSHIP_SPANS", "SegmentFigures", "segment_figures"]
 
 ALL_USERS: Final = "all-users"
 
-_SPANS: Final = (
+# Each user's membership intervals [since, until) in the groups {groups}: joined on user_id.
+MEMBERSHIP_SPANS: Final = (
     "SELECT user_id, groupArray((since, until)) AS spans FROM group_members FINAL "
     "WHERE group_id IN {groups:Array(UInt64)} GROUP BY user_id"
 )
@@ -106,7 +107,7 @@ def _activity_sql(join: str, condition: str) -> str:
 
 def _named_sql() -> tuple[str, str, str]:
     activity = _activity_sql(
-        f"INNER JOIN ({_SPANS}) AS m ON m.user_id = h.user_id", "AND " + _IN_HOUR
+        f"INNER JOIN ({MEMBERSHIP_SPANS}) AS m ON m.user_id = h.user_id", "AND " + _IN_HOUR
     )
     members = (
         "SELECT uniqExactIf(user_id, since < {end:DateTime64(3, 'UTC')} AND (until IS NULL "
@@ -139,7 +140,7 @@ def _registrations(source: str) -> tuple[str, str]:
 
 def _default(client: Client, segment: Segment, params: dict[str, Any]) -> SegmentFigures:
     activity = _activity_sql(
-        f"LEFT JOIN ({_SPANS}) AS m ON m.user_id = h.user_id", "AND NOT " + _IN_HOUR
+        f"LEFT JOIN ({MEMBERSHIP_SPANS}) AS m ON m.user_id = h.user_id", "AND NOT " + _IN_HOUR
     )
     members, added = _registrations(_outside_named_at_end())
     return _figures(client, segment.slug, (activity, members, added), params)
