@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from api.activity import router as activity_router
 from api.auth import Principal, require_staff
+from api.sign_in import router as sign_in_router
 from clickhouse.client import connect
 from forum_analytics.settings import Settings
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(activity_router)
+    app.include_router(sign_in_router)
 
     @app.get("/healthz", summary="Liveness and ClickHouse reachability")
     def healthz(request: Request, response: Response) -> dict[str, Any]:

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     # API
     jwt_key: str | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512"] = "HS256"
+    # Signs the session cookie of forum sign-in links; default: derived from an HS* JWT key.
+    api_session_secret: str | None = Field(default=None, min_length=32)
+    api_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,22 +15,12 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.tokens import Role, create_token, revoke_token
 from clickhouse.client import connect
-from clickhouse.migrate import migrate
 from forum_analytics.settings import load_settings
 from streams.sink import EVENT_COLUMNS
 
 JWT_KEY = "test-signing-key-of-enough-length-for-hs256"
 ALL = "/analytics/activity/all-activity/all-content/all-users/all-time/"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db_url(clickhouse_server: Any) -> Iterator[str]:
-    name = f"api_{uuid.uuid4().hex[:10]}"
-    url = f"http://default:@127.0.0.1:{clickhouse_server.port}/{name}"
-    migrate(url, name)
-    yield url
-    connect(url, database="").command(f"DROP DATABASE IF EXISTS {name}")
 
 
 @pytest.fixture
