@@ -3,7 +3,7 @@
 The forum sends its staff to `/analytics/sign-in?token=<JWT>&next=/analytics/users/...`. The
 JWT is checked as a Bearer JWT is (key and algorithm from the settings, `exp` and `role`
 required) and, because a link ends up in browser histories and logs, accepted only once: its
-`jti`, or a SHA-256 of the token, is recorded in ClickHouse until it expires (every API process
+`jti`, or a SHA-256 of the token, is recorded in ClickHouse (every API process
 sees it; two requests racing with the same link within milliseconds could both pass). The
 answer sets the session cookie (api.session_cookie) and redirects to `next`, a path under
 /analytics/ only (no open redirect).
