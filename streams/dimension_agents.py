@@ -70,15 +70,18 @@ class DimensionAgents:
         await self._consume(stream, self.process_groups)
 
     async def _consume(
-        self, stream: Any, process: Callable[[Sequence[EventT[bytes]]], Awaitable[None]]
+        self,
+        stream: Any,
+        process: Callable[[Sequence[EventT[bytes]]], Awaitable[Sequence[EventT[bytes]]]],
     ) -> None:
-        """Batches, each applied durably, then acknowledged."""
+        """Batches, each applied durably, then acknowledged (what `process` returns)."""
         async for batch in stream.noack_take(500, within=self.settings.batch_max_seconds):
-            await process(batch)
-            for event in batch:
+            for event in await process(batch):
                 await stream.ack(event)
 
-    async def process_users(self, batch: Sequence[EventT[bytes]]) -> None:
+    async def process_users(self, batch: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
+        """Apply the users' records of the partitions this worker owns (StepRunner.owns);
+        returns the events to acknowledge."""
         good: dict[int, list[UserMessage]] = {}
         dead = []
         for event in batch:
@@ -91,10 +94,15 @@ class DimensionAgents:
             good.setdefault(message.partition, []).append(item)
         await self.dead_letter(dead)
         async with self.steps.lock:
+            owned = {p for p in {e.message.partition for e in batch} if self.steps.owns(p)}
             for partition, items in sorted(good.items()):
-                await self.steps.run_users(partition, items)
+                if partition in owned:
+                    await self.steps.run_users(partition, items)
+        return [event for event in batch if event.message.partition in owned]
 
-    async def process_groups(self, batch: Sequence[EventT[bytes]]) -> None:
+    async def process_groups(self, batch: Sequence[EventT[bytes]]) -> Sequence[EventT[bytes]]:
+        """Upsert the groups (idempotent rows, whoever owns the topic's partition); returns the
+        events to acknowledge: all of them."""
         rows: dict[int, list[tuple[int, list[Any]]]] = {}
         dead = []
         for event in batch:
@@ -127,6 +135,7 @@ class DimensionAgents:
                     f"{token}{first}-{last}",
                 )
             )
+        return batch
 
     async def publish_groups(self, groups: Sequence[GroupRecord]) -> None:
         """Send groups the worker made (organizations) to `forum-groups`, and wait."""

@@ -166,6 +166,14 @@ class StepRunner:
         self.ready = True
         log.info("partitions assigned: %s", sorted(self.assigned) or "none")
 
+    def owns(self, partition: int) -> bool:
+        """Whether this worker may step `partition` now: not while a rebalance is under way,
+        and only if the partition is still assigned here. Messages of a partition it does not
+        own are left unacknowledged; they are delivered again, to whoever owns it (stepping
+        them here would write rows whose step record the new owner may never see, and it would
+        count them a second time). Call with the lock held."""
+        return self.ready and partition in self.assigned
+
     def _partition_of(self, key: bytes) -> int:
         if key.startswith(b"~"):
             return int(key.rsplit(b":", 1)[1])

@@ -3,7 +3,8 @@
 Ordering that makes the pipeline lose nothing and count nothing twice:
 1. a batch of Kafka messages is taken without acknowledging them (`noack_take`);
 2. bad messages are sent to `forum-events-dlq` and their delivery awaited;
-3. per partition, messages the partition's last step already covered are skipped (a
+3. per partition this worker still owns, messages the partition's last step already covered
+   are skipped (a
    redelivery after a crash), the others' events are inserted into `events` and ClickHouse's
    acknowledgement awaited;
 4. the partition steps through them: sessions, hours and finality (streams.steps), durable in
@@ -119,8 +120,7 @@ class IngestWorker:
                 settings.batch_max_events, within=settings.batch_max_seconds
             )
             async for batch in batches:
-                await self.process(batch)
-                for event in batch:
+                for event in await self.process(batch):
                     await stream.ack(event)
         except asyncio.CancelledError:
             raise
@@ -161,8 +161,10 @@ class IngestWorker:
             log.error("%s; stopping the worker", what, exc_info=exc)
         self.request_exit(1)
 
-    async def process(self, batch: Sequence[EventT[bytes]]) -> None:
-        """Validate, dead-letter and step one batch; returns when all of it is durable."""
+    async def process(self, batch: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
+        """Validate, dead-letter and step one batch; returns, once it is durable, the events to
+        acknowledge: those of the partitions this worker owns (StepRunner.owns). A bad message
+        of a partition being revoked may reach the dead-letter topic twice."""
         good: list[SourcedEvent] = []
         dead: list[tuple[EventT[bytes], bytes, str]] = []
         now_ms = int(time.time() * 1000)
@@ -185,11 +187,14 @@ class IngestWorker:
             dead.extend((event, err.payload, err.reason) for err in result.errors)
         await self._dead_letter(dead)
         async with self.steps.lock:
-            for partition in sorted({e.message.partition for e in batch}):
+            owned = {p for p in {e.message.partition for e in batch} if self.steps.owns(p)}
+            for partition in sorted(owned):
                 await self._step_partition(partition, good)
-        self.stats.messages += len(batch)
-        self.stats.events += len(good)
+        done = [event for event in batch if event.message.partition in owned]
+        self.stats.messages += len(done)
+        self.stats.events += sum(1 for g in good if g.partition in owned)
         self.stats.batches += 1
+        return done
 
     async def _step_partition(self, partition: int, good: list[SourcedEvent]) -> None:
         proc = await self.steps.processor(partition)
